@@ -1,0 +1,2 @@
+// Sparse SGD matrix factorisation: owned by the offline-indexing issue (#4).
+#include "core/sgd.hpp"

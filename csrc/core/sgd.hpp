@@ -1,0 +1,2 @@
+#pragma once
+// Sparse SGD matrix factorisation: owned by the offline-indexing issue (#4).
