@@ -1,0 +1,100 @@
+// Bindings for the top-k kernels: check buffers and allocate results while
+// holding the GIL, release it around the scan.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "core/dot.hpp"
+#include "core/topk.hpp"
+
+namespace py = pybind11;
+
+namespace axn::bindings {
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style>;
+using U16 = py::array_t<uint16_t, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
+
+void require(bool cond, const std::string& msg) {
+  if (!cond) throw py::value_error(msg);
+}
+
+ExcludeLists exclude_view(const I64& ids, const I64& offsets) {
+  require(ids.ndim() == 1 && offsets.ndim() == 1, "exclude ids and offsets must be 1-D");
+  ExcludeLists ex;
+  if (offsets.shape(0) == 0) return ex;
+  ex.ids = ids.data();
+  ex.offsets = offsets.data();
+  ex.n_lists = offsets.shape(0) - 1;
+  require(offsets.data()[ex.n_lists] <= ids.shape(0), "exclude offsets point past the ids");
+  return ex;
+}
+
+py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, const I64& ex_offsets, int num_threads) {
+  require(V.ndim() == 2, "V must be 2-D (n_items, dim)");
+  require(U.ndim() == 2 && U.shape(1) == V.shape(1), "U must be 2-D (n_queries, dim) with V's dim");
+  require(k >= 0, "k must be >= 0");
+  const int64_t n = V.shape(0), d = V.shape(1), nq = U.shape(0);
+  const ExcludeLists ex = exclude_view(ex_ids, ex_offsets);
+  F32 scores({nq, k});
+  I64 ids({nq, k});
+  float* s = scores.mutable_data();
+  int64_t* i = ids.mutable_data();
+  {
+    py::gil_scoped_release release;
+    topk_ip_f32(V.data(), n, d, U.data(), nq, k, ex, num_threads, s, i);
+  }
+  return py::make_tuple(scores, ids);
+}
+
+py::tuple topk_f16(const U16& V16, const F32& V32, double max_row_norm, const F32& U, int64_t k, const I64& ex_ids,
+                   const I64& ex_offsets, int num_threads) {
+  require(V16.ndim() == 2 && V32.ndim() == 2 && V16.shape(0) == V32.shape(0) && V16.shape(1) == V32.shape(1),
+          "V16 and V32 must be 2-D arrays of the same shape");
+  require(U.ndim() == 2 && U.shape(1) == V32.shape(1), "U must be 2-D (n_queries, dim) with V's dim");
+  require(k >= 0, "k must be >= 0");
+  const int64_t n = V32.shape(0), d = V32.shape(1), nq = U.shape(0);
+  const ExcludeLists ex = exclude_view(ex_ids, ex_offsets);
+  F32 scores({nq, k});
+  I64 ids({nq, k});
+  float* s = scores.mutable_data();
+  int64_t* i = ids.mutable_data();
+  {
+    py::gil_scoped_release release;
+    topk_ip_f16(V16.data(), V32.data(), max_row_norm, n, d, U.data(), nq, k, ex, num_threads, s, i);
+  }
+  return py::make_tuple(scores, ids);
+}
+
+F32 dot_rows(const F32& V, const F32& U) {
+  require(V.ndim() == 2 && U.ndim() == 2 && U.shape(1) == V.shape(1), "V (n, d) and U (nq, d) expected");
+  F32 out({V.shape(0), U.shape(0)});
+  float* o = out.mutable_data();
+  py::gil_scoped_release release;
+  dot_rows_f32(V.data(), V.shape(0), V.shape(1), U.data(), U.shape(0), o);
+  return out;
+}
+
+}  // namespace
+
+void register_topk(py::module_& m) {
+  m.def("topk_ip", &topk_f32, py::arg("V").noconvert(), py::arg("U").noconvert(), py::arg("k"),
+        py::arg("exclude_ids").noconvert(), py::arg("exclude_offsets").noconvert(), py::arg("num_threads") = 0,
+        "Exact top-k by inner product. V (n, d) float32, U (nq, d) float32; exclusions in CSR form "
+        "(offsets empty: none; one list: all queries; else one per query). Returns (scores (nq, k) float32, "
+        "ids (nq, k) int64), best first, padded with -inf / -1.");
+  m.def("topk_ip_f16", &topk_f16, py::arg("V16").noconvert(), py::arg("V32").noconvert(), py::arg("max_row_norm"),
+        py::arg("U").noconvert(), py::arg("k"), py::arg("exclude_ids").noconvert(),
+        py::arg("exclude_offsets").noconvert(), py::arg("num_threads") = 0,
+        "topk_ip over a float16 copy V16 (as uint16) of V32, re-scoring in float32: the same result as topk_ip "
+        "on V32.");
+  m.def("dot_rows", &dot_rows, py::arg("V").noconvert(), py::arg("U").noconvert(),
+        "V @ U.T computed with the kernels' accumulation order: (n, nq) float32.");
+  m.def("fp16_score_error_bound",
+        [](const F32& u, double max_row_norm) { return fp16_score_error_bound(u.data(), u.size(), max_row_norm); },
+        py::arg("u").noconvert(), py::arg("max_row_norm"),
+        "Upper bound on |fp16-row score - fp32-row score| for query u and rows of norm <= max_row_norm.");
+  m.def("simd_available", &simd_available, "True when the AVX2/FMA/F16C kernels are in use.");
+}
+
+}  // namespace axn::bindings

@@ -1,0 +1,31 @@
+#pragma once
+// Inner products of item rows with query vectors, float32 or float16 rows.
+//
+// Every (row, query) pair is accumulated in one fixed order (8 lanes over the
+// first d - d % 8 coordinates, a fixed horizontal sum, then the tail), whatever
+// the number of rows or queries in the call. So a score is bitwise the same in
+// a single-query scan, a batched scan and a one-row re-score, which lets the
+// float16 path reproduce the float32 path's results exactly.
+//
+// AVX2+FMA+F16C kernels are compiled with per-function target attributes and
+// chosen at run time; other CPUs get a portable scalar version of the same
+// algorithm (self-consistent, though not bitwise equal to the AVX2 one).
+#include <cstdint>
+
+namespace axn {
+
+// True when the AVX2/FMA/F16C kernels are in use on this CPU.
+bool simd_available();
+
+// out[r * nq + q] = <V[r, :], U[q, :]> for r < rows, q < nq.
+// V: rows x d row-major (float32 or IEEE half stored as uint16), U: nq x d.
+void dot_rows_f32(const float* V, int64_t rows, int64_t d, const float* U, int64_t nq, float* out);
+void dot_rows_f16(const uint16_t* V, int64_t rows, int64_t d, const float* U, int64_t nq, float* out);
+
+// The same value that dot_rows_f32 gives for one row and one query.
+float dot_f32(const float* v, const float* u, int64_t d);
+
+// IEEE half -> float (exact).
+float half_to_float(uint16_t h);
+
+}  // namespace axn

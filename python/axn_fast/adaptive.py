@@ -1,0 +1,151 @@
+"""AXN: adaptive cross-encoder nearest-neighbour search (Algorithm 1 of the AXN paper)."""
+from __future__ import annotations
+
+import time
+from typing import Callable, List
+
+import numpy as np
+
+from . import _core
+from ._ce_call import call_ce
+from ._validation import as_float32_array, as_ids, check_float, check_int
+from .search_result import RoundInfo, SearchResult
+
+
+def round_sizes(budget: int, rounds: int) -> List[int]:
+    """CE calls per round: ``budget // rounds`` each, the remainder spread over the last rounds."""
+    base, rem = divmod(budget, rounds)
+    return [base + (1 if r >= rounds - rem else 0) for r in range(rounds)]
+
+
+def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds: int = 5, init=None,
+                    u0=None, lam: float = 0.0, seed=None) -> SearchResult:
+    """Find the cross-encoder's top-k items for query ``q`` with exactly ``budget`` CE calls.
+
+    index : :class:`axn_fast.Index` over item embeddings V (n_items, d).
+    q : the query, passed to ``ce`` untouched (text, row number, anything).
+    ce : ``ce(q, ids) -> scores``; ids is an int64 array, scores one finite
+        float per id. Called once per round.
+    budget : total number of (q, item) pairs the CE scores (B_CE); <= n_items.
+    k : number of items returned (<= budget).
+    rounds : number of rounds R (<= budget). Round 1 scores ``budget // rounds``
+        items; the remainder of the division goes to the last rounds.
+    init : ranked candidate ids (dual-encoder, BM25, ...) for round 1; without
+        it, round 1 takes the top items by ``V @ u0`` when ``u0`` is given, or
+        uniformly random items (from ``seed``) otherwise. When ``init`` has
+        fewer distinct ids than round 1 needs, the rest is chosen that way too.
+    u0 : (d,) parametric query embedding (DE or MF_IND) used for round 1 and
+        for Eq. 7: u = (1 - lam) * u_linreg + lam * u0.
+    lam : weight lambda in [0, 1] of Eq. 7 (needs ``u0`` when > 0).
+    seed : seed of the random first round.
+
+    After every round, u is refitted to all CE scores so far by minimum-norm
+    least squares (Eq. 4, ``pinv(V_A^T V_A) V_A^T a``, solved incrementally in
+    C++); the next round retrieves the best items by ``V @ u`` among those not
+    yet scored (Eq. 5). Returns the top-k of everything scored by exact CE
+    score (Eq. 6) as a :class:`SearchResult`; ``u`` is the final embedding.
+
+    If ``ce`` raises, :class:`axn_fast.SearchInterrupted` is raised from it,
+    and if it returns unusable scores, :class:`axn_fast.CrossEncoderError`;
+    both carry ``.partial``, the result of all rounds completed before.
+    """
+    n, d = index.n_items, index.dim
+    budget = check_int(budget, "budget", minimum=1)
+    rounds = check_int(rounds, "rounds", minimum=1)
+    k = check_int(k, "k", minimum=1)
+    if budget < rounds:
+        raise ValueError(f"budget ({budget}) must be >= rounds ({rounds}): each round scores at least one item")
+    if budget > n:
+        raise ValueError(f"budget ({budget}) must be <= the number of items ({n})")
+    if k > budget:
+        raise ValueError(f"k ({k}) must be <= budget ({budget}): only scored items can be returned")
+    lam = check_float(lam, "lam", minimum=0.0, maximum=1.0)
+    if u0 is not None:
+        u0 = as_float32_array(u0, "u0", ndim=(1,), dim=d)
+    elif lam > 0:
+        raise ValueError("lam > 0 needs u0, the parametric query embedding that Eq. 7 mixes in")
+    if init is not None:
+        init = _unique_in_order(as_ids(init, "init", n))
+    if not callable(ce):
+        raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
+
+    sizes = round_sizes(budget, rounds)
+    V = index.vectors
+    norm = index.normalization
+    solver = _core.IncrementalLstsq(d)
+    scored_ids: List[np.ndarray] = []
+    scored_scores: List[np.ndarray] = []
+    infos: List[RoundInfo] = []
+    u = None
+
+    def partial() -> SearchResult:
+        return _result(scored_ids, scored_scores, k, u, infos)
+
+    for r, size in enumerate(sizes):
+        t0 = time.perf_counter()
+        if r == 0:
+            new_ids = _first_round(index, size, init, u0, seed)
+        else:
+            exclude = np.concatenate(scored_ids)
+            _, new_ids = index.search(u, size, exclude=exclude)
+            new_ids = new_ids[new_ids >= 0]
+        t_search = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        scores = call_ce(ce, q, new_ids, partial)
+        t_ce = time.perf_counter() - t0
+        scored_ids.append(new_ids)
+        scored_scores.append(scores)
+
+        t0 = time.perf_counter()
+        targets = scores if norm is None else (norm[1] * (scores.astype(np.float64) - norm[0])).astype(np.float32)
+        rows = np.ascontiguousarray(V[new_ids])
+        solver.add(rows, np.ascontiguousarray(targets))
+        u_fit = solver.solve()
+        u = u_fit if u0 is None else ((1.0 - lam) * u_fit + lam * u0).astype(np.float32)
+        all_ids = np.concatenate(scored_ids)
+        all_targets = np.concatenate(scored_scores) if norm is None else \
+            norm[1] * (np.concatenate(scored_scores).astype(np.float64) - norm[0])
+        resid = V[all_ids].astype(np.float64) @ u_fit - all_targets
+        t_solve = time.perf_counter() - t0
+        infos.append(RoundInfo(ids=new_ids, scores=scores, fit_rmse=float(np.sqrt(np.mean(resid ** 2))),
+                               seconds_ce=t_ce, seconds_search=t_search, seconds_solve=t_solve))
+
+    return _result(scored_ids, scored_scores, k, u, infos)
+
+
+def _first_round(index, size: int, init, u0, seed) -> np.ndarray:
+    chosen = init[:size] if init is not None else np.zeros(0, dtype=np.int64)
+    need = size - len(chosen)
+    if need == 0:
+        return chosen
+    if u0 is not None:
+        _, extra = index.search(u0, need, exclude=chosen)
+    else:
+        rng = np.random.default_rng(seed)
+        mask = np.ones(index.n_items, dtype=bool)
+        mask[chosen] = False
+        pool = np.flatnonzero(mask) if index.n_items <= 4 * size + 1024 else None
+        if pool is not None:
+            extra = rng.choice(pool, size=need, replace=False)
+        else:  # sample without materialising a permutation of all items
+            extra = np.zeros(0, dtype=np.int64)
+            while len(extra) < need:
+                draw = rng.integers(0, index.n_items, size=2 * need + 16)
+                draw = draw[mask[draw]]
+                draw = _unique_in_order(draw)[: need - len(extra)]
+                mask[draw] = False
+                extra = np.concatenate([extra, draw])
+    return np.concatenate([chosen, extra.astype(np.int64)])
+
+
+def _unique_in_order(ids: np.ndarray) -> np.ndarray:
+    _, first = np.unique(ids, return_index=True)
+    return ids[np.sort(first)]
+
+
+def _result(scored_ids, scored_scores, k, u, infos) -> SearchResult:
+    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, dtype=np.int64)
+    scores = np.concatenate(scored_scores) if scored_scores else np.zeros(0, dtype=np.float32)
+    return SearchResult.from_scored(ids, scores, k, u=None if u is None else u.copy(),
+                                    n_ce_calls=len(ids), rounds=list(infos))
