@@ -5,6 +5,17 @@
 #include "core/check.hpp"
 
 namespace axn {
+namespace {
+// Relative size under which a direction of float32 rows is treated as null.
+constexpr double kRankThreshold = 1e-5;
+}  // namespace
+
+// A Cholesky pivot at the level of the ridge means the rows are (numerically)
+// linearly dependent: the ridge solution would then amplify float32 rounding
+// noise, so the solver switches to the rank-revealing fallback.
+bool IncrementalLstsq::near_singular(const Eigen::LLT<Eigen::MatrixXd>& llt) const {
+  return llt.matrixLLT().diagonal().array().square().minCoeff() < 1e3 * delta_;
+}
 
 IncrementalLstsq::IncrementalLstsq(int64_t dim, double ridge) : d_(dim), ridge_(ridge) {
   AXN_CHECK(dim >= 1, "dim must be >= 1, got " << dim);
@@ -66,7 +77,7 @@ void IncrementalLstsq::grow_row_space(int64_t m0, int64_t m1) {
     S.noalias() -= X.transpose() * X;
   }
   Eigen::LLT<Eigen::MatrixXd> llt(S);
-  if (llt.info() != Eigen::Success) {
+  if (llt.info() != Eigen::Success || near_singular(llt)) {
     fallback_ = true;
     return;
   }
@@ -86,7 +97,7 @@ void IncrementalLstsq::build_column_space() {
   L_.resize(0, 0);
   column_mode_ = true;
   H_llt_.compute(H_);
-  if (H_llt_.info() != Eigen::Success) fallback_ = true;
+  if (H_llt_.info() != Eigen::Success || near_singular(H_llt_)) fallback_ = true;
 }
 
 void IncrementalLstsq::update_column_space(int64_t m0, int64_t m1) {
@@ -101,7 +112,7 @@ void IncrementalLstsq::update_column_space(int64_t m0, int64_t m1) {
   } else {
     H_llt_.compute(H_);
   }
-  if (H_llt_.info() != Eigen::Success) fallback_ = true;
+  if (H_llt_.info() != Eigen::Success || near_singular(H_llt_)) fallback_ = true;
 }
 
 void IncrementalLstsq::solve(float* u) const {
@@ -110,7 +121,11 @@ void IncrementalLstsq::solve(float* u) const {
   if (m_ == 0) {
     x = Eigen::VectorXd::Zero(d_);
   } else if (fallback_) {
-    Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod(Eigen::MatrixXd(rows_view(0, m_)));
+    // Numerically rank-deficient rows: a pseudo-inverse that drops the
+    // directions float32 inputs cannot resolve.
+    Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod;
+    cod.setThreshold(kRankThreshold);
+    cod.compute(Eigen::MatrixXd(rows_view(0, m_)));
     x = cod.solve(a_);
   } else if (column_mode_) {
     x = H_llt_.solve(b_);

@@ -18,8 +18,10 @@ namespace axn {
 //    rank-one updates (or refactored for big batches); u = (A^T A + delta I)^{-1} A^T a.
 // Both are the ridge solution (A^T A + delta I)^{-1} A^T a, which tends to the
 // minimum-norm solution as delta -> 0; delta = ridge * (mean squared row norm)
-// is a numerical guard only (default ridge 1e-10). If a factorisation still
-// fails, the solver falls back to a complete orthogonal decomposition of A.
+// is a numerical guard only (default ridge 1e-10). When the rows are
+// numerically linearly dependent (a Cholesky pivot at the ridge's level), the
+// solver falls back to a complete orthogonal decomposition of A that treats
+// directions below 1e-5 of the largest as null (float32 inputs resolve no more).
 // One object serves one search; calls on it are serialised by a mutex.
 class IncrementalLstsq {
  public:
@@ -41,6 +43,7 @@ class IncrementalLstsq {
   void grow_row_space(int64_t m0, int64_t m1);
   void build_column_space();
   void update_column_space(int64_t m0, int64_t m1);
+  bool near_singular(const Eigen::LLT<Eigen::MatrixXd>& llt) const;
 
   int64_t d_;
   double ridge_;
