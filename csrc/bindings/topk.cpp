@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <vector>
+
 #include "core/dot.hpp"
 #include "core/topk.hpp"
 
@@ -30,7 +32,8 @@ ExcludeLists exclude_view(const I64& ids, const I64& offsets) {
   return ex;
 }
 
-py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, const I64& ex_offsets, int num_threads) {
+py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, const I64& ex_offsets, int num_threads,
+                   double max_row_norm) {
   require(V.ndim() == 2, "V must be 2-D (n_items, dim)");
   require(U.ndim() == 2 && U.shape(1) == V.shape(1), "U must be 2-D (n_queries, dim) with V's dim");
   require(k >= 0, "k must be >= 0");
@@ -42,7 +45,7 @@ py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, con
   int64_t* i = ids.mutable_data();
   {
     py::gil_scoped_release release;
-    topk_ip_f32(V.data(), n, d, U.data(), nq, k, ex, num_threads, s, i);
+    topk_ip_f32(V.data(), n, d, U.data(), nq, k, ex, num_threads, s, i, max_row_norm);
   }
   return py::make_tuple(scores, ids);
 }
@@ -75,14 +78,28 @@ F32 dot_rows(const F32& V, const F32& U) {
   return out;
 }
 
+F32 gemm_rows(const F32& V, const F32& U) {
+  require(V.ndim() == 2 && U.ndim() == 2 && U.shape(1) == V.shape(1), "V (n, d) and U (nq, d) expected");
+  const int64_t d = V.shape(1), nq = U.shape(0);
+  std::vector<float> Up(d * packed_width(nq));
+  pack_queries(U.data(), nq, d, Up.data());
+  F32 out({V.shape(0), nq});
+  float* o = out.mutable_data();
+  py::gil_scoped_release release;
+  gemm_rows_f32(V.data(), V.shape(0), d, U.data(), Up.data(), nq, o);
+  return out;
+}
+
 }  // namespace
 
 void register_topk(py::module_& m) {
   m.def("topk_ip", &topk_f32, py::arg("V").noconvert(), py::arg("U").noconvert(), py::arg("k"),
         py::arg("exclude_ids").noconvert(), py::arg("exclude_offsets").noconvert(), py::arg("num_threads") = 0,
+        py::arg("max_row_norm") = -1.0,
         "Exact top-k by inner product. V (n, d) float32, U (nq, d) float32; exclusions in CSR form "
         "(offsets empty: none; one list: all queries; else one per query). Returns (scores (nq, k) float32, "
-        "ids (nq, k) int64), best first, padded with -inf / -1.");
+        "ids (nq, k) int64), best first, padded with -inf / -1. max_row_norm (max row 2-norm of V, or -1) "
+        "enables the tiled batch kernel.");
   m.def("topk_ip_f16", &topk_f16, py::arg("V16").noconvert(), py::arg("V32").noconvert(), py::arg("max_row_norm"),
         py::arg("U").noconvert(), py::arg("k"), py::arg("exclude_ids").noconvert(),
         py::arg("exclude_offsets").noconvert(), py::arg("num_threads") = 0,
@@ -90,6 +107,10 @@ void register_topk(py::module_& m) {
         "on V32.");
   m.def("dot_rows", &dot_rows, py::arg("V").noconvert(), py::arg("U").noconvert(),
         "V @ U.T computed with the kernels' accumulation order: (n, nq) float32.");
+  m.def("gemm_rows", &gemm_rows, py::arg("V").noconvert(), py::arg("U").noconvert(),
+        "V @ U.T with the tiled batch kernel (another summation order): (n, nq) float32.");
+  m.def("gemm_order_error_bound", &gemm_order_error_bound, py::arg("u_norm"), py::arg("max_row_norm"), py::arg("d"),
+        "Bound on |gemm_rows - dot_rows| for one query.");
   m.def("fp16_score_error_bound",
         [](const F32& u, double max_row_norm) { return fp16_score_error_bound(u.data(), u.size(), max_row_norm); },
         py::arg("u").noconvert(), py::arg("max_row_norm"),

@@ -1,5 +1,7 @@
 #include "core/dot.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -178,6 +180,72 @@ AXN_AVX2 void rows_xq_avx2(const T* V, int64_t rows, int64_t d, const float* U, 
     for (int64_t q = 0; q < nq; ++q) out[r * nq + q] = dot_avx2<L>(V + r * d, U + q * d, d);
 }
 
+// GEMM-style micro-kernel: MR rows x W queries (W = 8 or 16) of accumulators
+// held in registers; each step broadcasts one coordinate of each row and
+// multiplies it with the packed coordinate of W queries.
+template <int MR, int W>
+AXN_AVX2 inline void micro(const float* V, int64_t d, const float* Up, int64_t nqp, float* out, int64_t nq,
+                           int64_t q_valid) {
+  // Fully unrolled so that GCC keeps the accumulators in registers.
+  __m256 acc[MR][W / 8];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int w = 0; w < W / 8; ++w) acc[i][w] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < d; ++j) {
+    const float* up = Up + j * nqp;
+    __m256 u[W / 8];
+#pragma GCC unroll 2
+    for (int w = 0; w < W / 8; ++w) u[w] = _mm256_loadu_ps(up + 8 * w);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 b = _mm256_broadcast_ss(V + i * d + j);
+#pragma GCC unroll 2
+      for (int w = 0; w < W / 8; ++w) acc[i][w] = _mm256_fmadd_ps(b, u[w], acc[i][w]);
+    }
+  }
+  alignas(32) float tmp[W];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int w = 0; w < W / 8; ++w) _mm256_store_ps(tmp + 8 * w, acc[i][w]);
+    for (int64_t l = 0; l < q_valid; ++l) out[i * nq + l] = tmp[l];
+  }
+}
+
+template <int W>
+AXN_AVX2 void micro_rows(const float* V, int64_t rows, int64_t d, const float* Up, int64_t nqp, float* out,
+                         int64_t nq, int64_t q_valid) {
+  int64_t r = 0;
+  for (; r + 6 <= rows; r += 6) micro<6, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid);
+  switch (rows - r) {
+    case 5: micro<5, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid); break;
+    case 4: micro<4, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid); break;
+    case 3: micro<3, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid); break;
+    case 2: micro<2, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid); break;
+    case 1: micro<1, W>(V + r * d, d, Up, nqp, out + r * nq, nq, q_valid); break;
+    default: break;
+  }
+}
+
+AXN_AVX2 void gemm_avx2(const float* V, int64_t rows, int64_t d, const float* Up, int64_t nq, float* out) {
+  const int64_t nqp = packed_width(nq);
+  for (int64_t q0 = 0; q0 < nqp; q0 += 16) {
+    const int64_t valid = std::min<int64_t>(16, nq - q0);
+    if (nqp - q0 >= 16)
+      micro_rows<16>(V, rows, d, Up + q0, nqp, out + q0, nq, valid);
+    else
+      micro_rows<8>(V, rows, d, Up + q0, nqp, out + q0, nq, std::min<int64_t>(8, valid));
+  }
+}
+
+AXN_AVX2 void f16_to_f32_avx2(const uint16_t* src, int64_t count, float* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < count; ++i) dst[i] = _cvtsh_ss(src[i]);
+}
+
 bool detect_simd() {
   // AXN_FAST_DISABLE_SIMD=1 forces the portable kernels (used by the tests).
   const char* off = std::getenv("AXN_FAST_DISABLE_SIMD");
@@ -220,6 +288,48 @@ void dot_rows_f16(const uint16_t* V, int64_t rows, int64_t d, const float* U, in
   }
 #endif
   dot_rows_scalar<ScalarF16>(V, rows, d, U, nq, out);
+}
+
+int64_t packed_width(int64_t nq) { return (nq + 7) / 8 * 8; }
+
+int64_t pack_queries(const float* U, int64_t nq, int64_t d, float* Up) {
+  const int64_t nqp = packed_width(nq);
+  for (int64_t j = 0; j < d; ++j)
+    for (int64_t q = 0; q < nqp; ++q) Up[j * nqp + q] = q < nq ? U[q * d + j] : 0.0f;
+  return nqp;
+}
+
+void gemm_rows_f32(const float* V, int64_t rows, int64_t d, const float* U, const float* Up, int64_t nq,
+                   float* out) {
+#ifdef AXN_X86
+  if (kSimd) {
+    gemm_avx2(V, rows, d, Up, nq, out);
+    return;
+  }
+#endif
+  (void)Up;
+  dot_rows_scalar<ScalarF32>(V, rows, d, U, nq, out);
+}
+
+void gemm_rows_f16(const uint16_t* V, int64_t rows, int64_t d, const float* U, const float* Up, int64_t nq,
+                   float* out, float* scratch) {
+#ifdef AXN_X86
+  if (kSimd) {
+    f16_to_f32_avx2(V, rows * d, scratch);
+    gemm_avx2(scratch, rows, d, Up, nq, out);
+    return;
+  }
+#endif
+  (void)Up;
+  (void)scratch;
+  dot_rows_scalar<ScalarF16>(V, rows, d, U, nq, out);
+}
+
+double gemm_order_error_bound(double u_norm, double max_row_norm, int64_t d) {
+  if (!kSimd) return 0.0;
+  const double unit = std::ldexp(1.0, -24);
+  const double gamma = (d + 17) * unit / (1 - (d + 17) * unit);
+  return 1.01 * 2 * gamma * u_norm * max_row_norm + 1e-30;
 }
 
 float dot_f32(const float* v, const float* u, int64_t d) {

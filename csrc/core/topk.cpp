@@ -102,13 +102,14 @@ std::vector<std::vector<Cand>> scan(int64_t n, int64_t d, int64_t nq, int64_t k,
     c.reserve(nq);
     for (int64_t q = 0; q < nq; ++q) c.emplace_back(k, slack[q]);
   }
-  const int64_t block = nq == 1 ? 256 : 64;
+  const int64_t block = nq == 1 ? 256 : 60;
   parallel_for(n, threads, [&](int64_t begin, int64_t end, int t) {
     std::vector<float> buf(block * nq);
+    std::vector<float> scratch(nq == 1 ? 0 : block * d);
     auto& mine = cols[t];
     for (int64_t r0 = begin; r0 < end; r0 += block) {
       const int64_t rows = std::min(block, end - r0);
-      score_rows(r0, rows, buf.data());
+      score_rows(r0, rows, buf.data(), scratch.data());
       for (int64_t q = 0; q < nq; ++q) {
         Collector& c = mine[q];
         for (int64_t r = 0; r < rows; ++r) {
@@ -150,32 +151,66 @@ void check_common(int64_t n, int64_t d, int64_t nq, int64_t k) {
   AXN_CHECK(k >= 0, "k must be >= 0, got " << k);
 }
 
+// Items whose approximate score is within slack[q] of the k-th best cannot be
+// ruled out: keep them, and re-score them in the canonical float32 order.
+void rescore(std::vector<std::vector<Cand>>& merged, int64_t keep, const std::vector<float>& slack,
+             const float* V32, const float* U, int64_t d) {
+  for (size_t q = 0; q < merged.size(); ++q) {
+    if (!(slack[q] > 0)) continue;
+    auto& c = merged[q];
+    if (static_cast<int64_t>(c.size()) > keep) {
+      std::nth_element(c.begin(), c.begin() + (keep - 1), c.end(), better);
+      const float fl = c[keep - 1].s - slack[q];
+      c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return x.s >= fl; }), c.end());
+    }
+    for (auto& x : c) x.s = dot_f32(V32 + x.id * d, U + q * d, d);
+  }
+}
+
+double norm2(const float* u, int64_t d) {
+  double s = 0;
+  for (int64_t j = 0; j < d; ++j) s += static_cast<double>(u[j]) * u[j];
+  return std::sqrt(s);
+}
+
 }  // namespace
 
 void topk_ip_f32(const float* V, int64_t n, int64_t d, const float* U, int64_t nq, int64_t k,
-                 const ExcludeLists& exclude, int num_threads, float* scores, int64_t* ids) {
+                 const ExcludeLists& exclude, int num_threads, float* scores, int64_t* ids, double max_row_norm) {
   check_common(n, d, nq, k);
   const Exclusions ex(exclude, nq, n);
   const int64_t keep = std::min(k, n);
   std::vector<std::vector<Cand>> merged(nq);
-  if (keep > 0 && nq > 0)
-    merged = scan(n, d, nq, keep, std::vector<float>(nq, 0.0f), ex, num_threads,
-                  [&](int64_t r0, int64_t rows, float* buf) { dot_rows_f32(V + r0 * d, rows, d, U, nq, buf); });
+  if (keep > 0 && nq > 0) {
+    // Several queries with known row norms: the fast tiled kernel, then an exact re-score.
+    const bool tiled = nq > 1 && std::isfinite(max_row_norm) && max_row_norm >= 0;
+    std::vector<float> slack(nq, 0.0f), Up;
+    if (tiled) {
+      for (int64_t q = 0; q < nq; ++q)
+        slack[q] = static_cast<float>(gemm_order_error_bound(norm2(U + q * d, d), max_row_norm, d)) * 1.0001f;
+      Up.resize(d * packed_width(nq));
+      pack_queries(U, nq, d, Up.data());
+    }
+    merged = scan(n, d, nq, keep, slack, ex, num_threads, [&](int64_t r0, int64_t rows, float* buf, float*) {
+      if (tiled)
+        gemm_rows_f32(V + r0 * d, rows, d, U, Up.data(), nq, buf);
+      else
+        dot_rows_f32(V + r0 * d, rows, d, U, nq, buf);
+    });
+    if (tiled) rescore(merged, keep, slack, V, U, d);
+  }
   for (int64_t q = 0; q < nq; ++q) write_best(merged[q], k, scores + q * k, ids + q * k);
 }
 
 double fp16_score_error_bound(const float* u, int64_t d, double max_row_norm) {
-  double l2 = 0, l1 = 0;
-  for (int64_t j = 0; j < d; ++j) {
-    l2 += static_cast<double>(u[j]) * u[j];
-    l1 += std::fabs(static_cast<double>(u[j]));
-  }
-  l2 = std::sqrt(l2);
-  const double unit = std::ldexp(1.0, -24);              // float32 unit roundoff
-  const double gamma = (d + 17) * unit / (1 - (d + 17) * unit);  // a float32 sum of d products
-  const double half = std::ldexp(1.0, -11);              // float16 unit roundoff
-  const double sub = std::ldexp(1.0, -25);               // float16 subnormal spacing / 2
-  // |s16 - s32| <= |sum u (h - v)| + rounding of both sums
+  double l1 = 0;
+  for (int64_t j = 0; j < d; ++j) l1 += std::fabs(static_cast<double>(u[j]));
+  const double l2 = norm2(u, d);
+  const double unit = std::ldexp(1.0, -24);                       // float32 unit roundoff
+  const double gamma = (d + 17) * unit / (1 - (d + 17) * unit);   // a float32 sum of d products
+  const double half = std::ldexp(1.0, -11);                       // float16 unit roundoff
+  const double sub = std::ldexp(1.0, -25);                        // float16 subnormal spacing / 2
+  // |s16 - s32| <= |sum u (h - v)| + rounding of both sums (in any order)
   //            <= half * |u||v| + sub * |u|_1 + gamma * (|u||h| + |u||v|)
   return 1.01 * (l2 * max_row_norm * (half + gamma * (2 + half)) + sub * l1 * (1 + gamma)) + 1e-30;
 }
@@ -189,20 +224,20 @@ void topk_ip_f16(const uint16_t* V16, const float* V32, double max_row_norm, int
   const int64_t keep = std::min(k, n);
   std::vector<std::vector<Cand>> merged(nq);
   if (keep > 0 && nq > 0) {
-    std::vector<float> slack(nq);
+    std::vector<float> slack(nq), Up;
     for (int64_t q = 0; q < nq; ++q)
       slack[q] = static_cast<float>(2 * fp16_score_error_bound(U + q * d, d, max_row_norm)) * 1.0001f;
-    merged = scan(n, d, nq, keep, slack, ex, num_threads,
-                  [&](int64_t r0, int64_t rows, float* buf) { dot_rows_f16(V16 + r0 * d, rows, d, U, nq, buf); });
-    for (int64_t q = 0; q < nq; ++q) {
-      auto& c = merged[q];
-      if (static_cast<int64_t>(c.size()) > keep) {  // keep only what the bound cannot rule out
-        std::nth_element(c.begin(), c.begin() + (keep - 1), c.end(), better);
-        const float fl = c[keep - 1].s - slack[q];
-        c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return x.s >= fl; }), c.end());
-      }
-      for (auto& x : c) x.s = dot_f32(V32 + x.id * d, U + q * d, d);
+    if (nq > 1) {
+      Up.resize(d * packed_width(nq));
+      pack_queries(U, nq, d, Up.data());
     }
+    merged = scan(n, d, nq, keep, slack, ex, num_threads, [&](int64_t r0, int64_t rows, float* buf, float* scratch) {
+      if (nq > 1)
+        gemm_rows_f16(V16 + r0 * d, rows, d, U, Up.data(), nq, buf, scratch);
+      else
+        dot_rows_f16(V16 + r0 * d, rows, d, U, nq, buf);
+    });
+    rescore(merged, keep, slack, V32, U, d);
   }
   for (int64_t q = 0; q < nq; ++q) write_best(merged[q], k, scores + q * k, ids + q * k);
 }

@@ -18,8 +18,12 @@ struct ExcludeLists {
 // that are not excluded, best first (ties: smaller id first), written to
 // scores[q * k ..] / ids[q * k ..]; padded with -inf / -1 when fewer remain.
 // V: n x d row-major float32. num_threads <= 0: all hardware threads.
+// With several queries and max_row_norm = max_i ||V[i]||_2 known (>= 0), the
+// scan uses the tiled kernel and re-scores the items its rounding could
+// misorder, so the result equals the single-query one; pass -1 if unknown.
 void topk_ip_f32(const float* V, int64_t n, int64_t d, const float* U, int64_t nq, int64_t k,
-                 const ExcludeLists& exclude, int num_threads, float* scores, int64_t* ids);
+                 const ExcludeLists& exclude, int num_threads, float* scores, int64_t* ids,
+                 double max_row_norm = -1);
 
 // The same result as topk_ip_f32 on V32, scanning the float16 copy V16 (half
 // the memory traffic) and re-scoring in float32 every item that the scan

@@ -1,7 +1,7 @@
 """``Index``: item embeddings with exact top-k inner-product search and AXN."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -59,10 +59,9 @@ class Index:
         self._V = V32.view()
         self._V.flags.writeable = False
         self._dtype = dtype
-        self._num_threads_arg = check_int(num_threads, "num_threads", minimum=0)
         self._num_threads = resolve_num_threads(num_threads)
         self._V16 = None
-        self._max_row_norm = 0.0
+        self._max_row_norm = None if max_row_norm is None else float(max_row_norm)
         if dtype == "float16":
             if V16 is None:
                 peak = float(np.abs(V32).max())
@@ -71,10 +70,7 @@ class Index:
                         f"V has an entry of magnitude {peak:.3g}, beyond float16's range (65504); "
                         "rescale V or use dtype='float32'")
                 V16 = V32.astype(np.float16)
-            if max_row_norm is None:
-                max_row_norm = float(np.sqrt(np.einsum("ij,ij->i", V32, V32, dtype=np.float64)).max())
             self._V16 = np.ascontiguousarray(V16, dtype=np.float16).view(np.uint16)
-            self._max_row_norm = float(max_row_norm)
         self.normalization = _check_normalization(normalization)
         self.metadata: dict = {}
 
@@ -94,6 +90,18 @@ class Index:
     @property
     def num_threads(self) -> int:
         return self._num_threads
+
+    @property
+    def max_row_norm(self) -> float:
+        """max_i ||V[i]||_2 (float64), computed on first use: it bounds the rounding
+        error of the fast scans, which lets them re-score only what rounding could misorder."""
+        if self._max_row_norm is None:  # a benign race: every thread computes the same value
+            norms = np.zeros(self.n_items)
+            for s in range(0, self.n_items, 1 << 16):
+                block = self._V[s:s + (1 << 16)]
+                norms[s:s + len(block)] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+            self._max_row_norm = float(np.sqrt(norms.max()))
+        return self._max_row_norm
 
     @property
     def vectors(self) -> np.ndarray:
@@ -125,9 +133,10 @@ class Index:
         k = check_int(k, "k", minimum=0)
         ex_ids, ex_offsets = self._exclusions(exclude, U2.shape[0])
         if self._V16 is None:
-            scores, ids = _core.topk_ip(self._V, U2, k, ex_ids, ex_offsets, self._num_threads)
+            norm = self.max_row_norm if U2.shape[0] > 1 else -1.0
+            scores, ids = _core.topk_ip(self._V, U2, k, ex_ids, ex_offsets, self._num_threads, norm)
         else:
-            scores, ids = _core.topk_ip_f16(self._V16, self._V, self._max_row_norm, U2, k,
+            scores, ids = _core.topk_ip_f16(self._V16, self._V, self.max_row_norm, U2, k,
                                             ex_ids, ex_offsets, self._num_threads)
         return (scores[0], ids[0]) if single else (scores, ids)
 
