@@ -32,41 +32,40 @@ ExcludeLists exclude_view(const I64& ids, const I64& offsets) {
   return ex;
 }
 
-py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, const I64& ex_offsets, int num_threads,
-                   double max_row_norm) {
+// Checks U against V, allocates (scores, ids) and runs kernel(scores, ids) without the GIL.
+template <class Kernel>
+py::tuple run_topk(const F32& V, const F32& U, int64_t k, Kernel kernel) {
   require(V.ndim() == 2, "V must be 2-D (n_items, dim)");
   require(U.ndim() == 2 && U.shape(1) == V.shape(1), "U must be 2-D (n_queries, dim) with V's dim");
   require(k >= 0, "k must be >= 0");
-  const int64_t n = V.shape(0), d = V.shape(1), nq = U.shape(0);
-  const ExcludeLists ex = exclude_view(ex_ids, ex_offsets);
-  F32 scores({nq, k});
-  I64 ids({nq, k});
+  F32 scores({U.shape(0), k});
+  I64 ids({U.shape(0), k});
   float* s = scores.mutable_data();
   int64_t* i = ids.mutable_data();
   {
     py::gil_scoped_release release;
-    topk_ip_f32(V.data(), n, d, U.data(), nq, k, ex, num_threads, s, i, max_row_norm);
+    kernel(s, i);
   }
   return py::make_tuple(scores, ids);
+}
+
+py::tuple topk_f32(const F32& V, const F32& U, int64_t k, const I64& ex_ids, const I64& ex_offsets, int num_threads,
+                   double max_row_norm) {
+  const ExcludeLists ex = exclude_view(ex_ids, ex_offsets);
+  return run_topk(V, U, k, [&](float* s, int64_t* i) {
+    topk_ip_f32(V.data(), V.shape(0), V.shape(1), U.data(), U.shape(0), k, ex, num_threads, s, i, max_row_norm);
+  });
 }
 
 py::tuple topk_f16(const U16& V16, const F32& V32, double max_row_norm, const F32& U, int64_t k, const I64& ex_ids,
                    const I64& ex_offsets, int num_threads) {
   require(V16.ndim() == 2 && V32.ndim() == 2 && V16.shape(0) == V32.shape(0) && V16.shape(1) == V32.shape(1),
           "V16 and V32 must be 2-D arrays of the same shape");
-  require(U.ndim() == 2 && U.shape(1) == V32.shape(1), "U must be 2-D (n_queries, dim) with V's dim");
-  require(k >= 0, "k must be >= 0");
-  const int64_t n = V32.shape(0), d = V32.shape(1), nq = U.shape(0);
   const ExcludeLists ex = exclude_view(ex_ids, ex_offsets);
-  F32 scores({nq, k});
-  I64 ids({nq, k});
-  float* s = scores.mutable_data();
-  int64_t* i = ids.mutable_data();
-  {
-    py::gil_scoped_release release;
-    topk_ip_f16(V16.data(), V32.data(), max_row_norm, n, d, U.data(), nq, k, ex, num_threads, s, i);
-  }
-  return py::make_tuple(scores, ids);
+  return run_topk(V32, U, k, [&](float* s, int64_t* i) {
+    topk_ip_f16(V16.data(), V32.data(), max_row_norm, V32.shape(0), V32.shape(1), U.data(), U.shape(0), k, ex,
+                num_threads, s, i);
+  });
 }
 
 F32 dot_rows(const F32& V, const F32& U) {
