@@ -72,7 +72,8 @@ class Index:
                 V16 = V32.astype(np.float16)
             self._V16 = np.ascontiguousarray(V16, dtype=np.float16).view(np.uint16)
         self.normalization = _check_normalization(normalization)
-        self.metadata: dict = {}
+        self.metadata: dict = {}  # free-form, JSON-able; saved with the index
+        self.query_encoder = None  # an InductiveMF that embeds new queries (u0), when the index has one
 
     # ------------------------------------------------------------------ properties
     @property
