@@ -68,13 +68,15 @@ void IncrementalLstsq::add(const float* rows, const float* targets, int64_t m) {
 
 void IncrementalLstsq::grow_row_space(int64_t m0, int64_t m1) {
   const auto B = rows_view(m0, m1);
-  Eigen::MatrixXd S = B * B.transpose();
+  // Only lower triangles are formed (symmetric rank-k updates): LLT reads no more.
+  Eigen::MatrixXd S = Eigen::MatrixXd::Zero(m1, m1);
+  S.selfadjointView<Eigen::Lower>().rankUpdate(B);
   S.diagonal().array() += delta_;
   Eigen::MatrixXd X;  // L11^{-1} (A0 B^T), m0 x m1
   if (m0 > 0) {
     X = rows_view(0, m0) * B.transpose();
     L_.topLeftCorner(m0, m0).triangularView<Eigen::Lower>().solveInPlace(X);
-    S.noalias() -= X.transpose() * X;
+    S.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose(), -1.0);
   }
   Eigen::LLT<Eigen::MatrixXd> llt(S);
   if (llt.info() != Eigen::Success || near_singular(llt)) {
@@ -91,7 +93,8 @@ void IncrementalLstsq::grow_row_space(int64_t m0, int64_t m1) {
 
 void IncrementalLstsq::build_column_space() {
   const auto A = rows_view(0, m_);
-  H_ = A.transpose() * A;
+  H_ = Eigen::MatrixXd::Zero(d_, d_);
+  H_.selfadjointView<Eigen::Lower>().rankUpdate(A.transpose());
   H_.diagonal().array() += delta_;
   b_ = A.transpose() * a_;
   L_.resize(0, 0);
@@ -102,7 +105,7 @@ void IncrementalLstsq::build_column_space() {
 
 void IncrementalLstsq::update_column_space(int64_t m0, int64_t m1) {
   const auto B = rows_view(m0, m1);
-  H_.noalias() += B.transpose() * B;
+  H_.selfadjointView<Eigen::Lower>().rankUpdate(B.transpose());
   b_.noalias() += B.transpose() * a_.segment(m0, m1);
   if (m1 * 6 < d_) {  // a few rank-one updates cost less than refactoring
     for (int64_t i = 0; i < m1; ++i) {
