@@ -1,0 +1,112 @@
+"""Loading transformers checkpoints from a local directory, shared by the CE and DE.
+
+Nothing here ever downloads: every load is ``local_files_only=True`` and only
+safetensors weights are read (pickle-based ``.bin`` checkpoints are refused).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+
+
+def import_torch_transformers(what: str):
+    """Import torch and transformers, or raise ImportError naming the extra to install."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs torch and transformers: pip install 'axn_fast[ce]' ({exc})"
+        ) from exc
+    return torch, transformers
+
+
+def check_model_dir(model_path) -> Path:
+    """Return ``model_path`` as a Path to a directory holding a config and safetensors weights."""
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise TypeError(f"model_path must be a path to a local model directory, got {type(model_path).__name__}")
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model_path {str(path)!r} is not a directory (models are loaded from local files only)")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model_path {str(path)!r} has no config.json; expected a transformers checkpoint directory")
+    if not any((path / name).is_file() for name in _SAFETENSORS):
+        raise ValueError(
+            f"model_path {str(path)!r} holds no weights: expected model.safetensors "
+            "(pickle-based pytorch_model.bin checkpoints are not loaded)"
+        )
+    return path
+
+
+def resolve_device(device, torch):
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    return dev
+
+
+def resolve_dtype(dtype, device, torch):
+    """``None`` -> bf16 (or fp16) on GPU, fp32 on CPU; accepts names or torch dtypes."""
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise ValueError(f"dtype must be one of {sorted(names)} or a torch dtype, got {dtype!r}")
+        return names[dtype]
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return dtype
+    raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+
+
+def dtype_kwarg(transformers, dtype) -> dict:
+    """``from_pretrained``'s precision argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def load_tokenizer(path: Path, transformers):
+    tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token_id is None:
+        raise ValueError(f"the tokenizer in {str(path)!r} has no padding token")
+    return tok
+
+
+def check_vocab(tokenizer, model, path: Path):
+    """A tokenizer that emits ids the model's embedding table lacks is a mismatch."""
+    n_tok = len(tokenizer)
+    n_emb = model.get_input_embeddings().num_embeddings
+    if n_tok > n_emb:
+        raise ValueError(
+            f"tokenizer/model mismatch in {str(path)!r}: the tokenizer has {n_tok} tokens "
+            f"but the model's embedding table has {n_emb} rows"
+        )
+
+
+def show_bar(show_progress_bar) -> bool:
+    """``None`` means: on when stderr is a terminal."""
+    if show_progress_bar is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(show_progress_bar)
+
+
+def accepts_token_type_ids(model) -> bool:
+    import inspect
+
+    try:
+        return "token_type_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,148 @@
+"""WordNet 3.0 noun synsets as a word-sense "entity linking" task.
+
+Items are noun synsets, written ``"lemma, lemma: definition"`` (the quoted
+examples removed from the gloss). Queries are the example sentences quoted in
+noun glosses; each query's gold item is the synset whose gloss holds it. This
+mirrors ZESHEL (the papers' benchmark): a mention in context must be linked to
+one of many entities, several of which share its surface form.
+
+The data comes from Debian's ``wordnet-base`` package
+(``/usr/share/wordnet/data.noun``), parsed here without any WordNet library.
+File format: ``wndb(5WN)``: ``offset lex_filenum ss_type w_cnt word lex_id
+[word lex_id...] p_cnt [ptr...] | gloss``, with ``w_cnt`` in hexadecimal.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
+
+_QUOTED = re.compile(r'"([^"]*)"')
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")  # syntactic markers (adjectives only; harmless here)
+
+
+@dataclass(frozen=True)
+class Synset:
+    """One noun synset of ``data.noun``.
+
+    offset: the byte offset WordNet uses as the synset's id; lemmas: its words
+    (underscores turned into spaces); definition: the gloss without its quoted
+    examples; examples: the quoted example sentences, in gloss order.
+    """
+
+    offset: int
+    lemmas: tuple
+    definition: str
+    examples: tuple
+
+    @property
+    def text(self) -> str:
+        """The item text: ``"lemma, lemma: definition"``."""
+        return f"{', '.join(self.lemmas)}: {self.definition}"
+
+
+def _split_gloss(gloss: str):
+    examples = tuple(e.strip() for e in _QUOTED.findall(gloss) if e.strip())
+    first_quote = gloss.find('"')
+    definition = gloss if first_quote < 0 else gloss[:first_quote]
+    # the definition part ends with "; " (or stray punctuation) before the first example
+    definition = definition.strip().rstrip(";").strip()
+    return definition, examples
+
+
+def parse_data_line(line: str) -> Optional[Synset]:
+    """Parse one line of a WordNet ``data.*`` file; ``None`` for the licence header.
+
+    Raises ValueError naming the problem when the line is malformed.
+    """
+    if not line.strip() or line.startswith(" "):  # the licence header lines start with two spaces
+        return None
+    head, sep, gloss = line.partition("|")
+    if not sep:
+        raise ValueError(f"WordNet data line has no '|' gloss separator: {line[:80]!r}")
+    fields = head.split()
+    if len(fields) < 6:
+        raise ValueError(f"WordNet data line has too few fields: {line[:80]!r}")
+    try:
+        offset = int(fields[0])
+        w_cnt = int(fields[3], 16)
+    except ValueError as exc:
+        raise ValueError(f"WordNet data line has a bad offset or word count: {line[:80]!r}") from exc
+    words = fields[4:4 + 2 * w_cnt:2]
+    if len(words) != w_cnt or w_cnt == 0:
+        raise ValueError(f"WordNet data line declares {w_cnt} words but holds {len(words)}: {line[:80]!r}")
+    lemmas = []
+    for w in words:
+        w = _ADJ_MARKER.sub("", w).replace("_", " ")
+        if w not in lemmas:
+            lemmas.append(w)
+    definition, examples = _split_gloss(gloss)
+    return Synset(offset, tuple(lemmas), definition, examples)
+
+
+def read_synsets(path: Union[str, os.PathLike]) -> List[Synset]:
+    """All synsets of one WordNet ``data.*`` file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"WordNet data file {str(path)!r} not found; install Debian's 'wordnet-base' package "
+            "(apt-get install wordnet-base) or pass the directory holding data.noun as wordnet_dir"
+        )
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            syn = parse_data_line(line)
+            if syn is not None:
+                out.append(syn)
+    return out
+
+
+@dataclass
+class WordNetTask:
+    """The full noun task built from the Debian files (no scores).
+
+    items: (n_items,) item texts; item_offsets: (n_items,) int64 WordNet offsets;
+    queries: (n_queries,) example sentences; gold: (n_queries,) int64 item id of
+    each query's synset. Examples that occur in more than one gloss are dropped
+    (their gold would be ambiguous).
+    """
+
+    items: List[str]
+    item_offsets: np.ndarray
+    item_lemmas: List[tuple]
+    queries: List[str]
+    gold: np.ndarray
+
+
+def wordnet(wordnet_dir: Union[str, os.PathLike, None] = None) -> WordNetTask:
+    """Build the WordNet noun linking task from ``wordnet_dir/data.noun``.
+
+    wordnet_dir: the directory of the WordNet database (default
+    ``/usr/share/wordnet``, Debian's ``wordnet-base``). Raises FileNotFoundError
+    naming the package to install when the files are missing.
+    """
+    wordnet_dir = DEFAULT_WORDNET_DIR if wordnet_dir is None else Path(wordnet_dir)
+    synsets = read_synsets(Path(wordnet_dir) / "data.noun")
+    owners: Dict[str, set] = {}
+    for i, syn in enumerate(synsets):
+        for ex in syn.examples:
+            owners.setdefault(ex, set()).add(i)
+    queries, gold = [], []
+    for i, syn in enumerate(synsets):
+        for ex in dict.fromkeys(syn.examples):  # a gloss may quote the same example twice
+            if len(owners[ex]) == 1:
+                queries.append(ex)
+                gold.append(i)
+    return WordNetTask(
+        items=[s.text for s in synsets],
+        item_offsets=np.array([s.offset for s in synsets], dtype=np.int64),
+        item_lemmas=[s.lemmas for s in synsets],
+        queries=queries,
+        gold=np.array(gold, dtype=np.int64),
+    )

@@ -1,0 +1,247 @@
+"""HFCrossEncoder / SentenceTransformersCE / PairScoreCache against hand computations."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the cross-encoders need the ce extra (torch)")
+transformers = pytest.importorskip("transformers", reason="the cross-encoders need the ce extra (transformers)")
+
+from axn_fast.cross_encoder import HFCrossEncoder, PairScoreCache, SentenceTransformersCE  # noqa: E402
+
+from _hf_models import minilm_dir, tiny_bert  # noqa: E402
+
+ITEMS = [
+    "bank: sloping land (especially the slope beside a body of water)",
+    "depository financial institution, bank, banking concern: a financial institution that accepts deposits "
+    "and channels the money into lending activities",
+    "bank: a long ridge or pile",
+    "fire, firing: the act of firing weapons or artillery at an enemy",
+    "congener: a whole (a thing or person) of the same kind or category as another",
+    "unit",
+]
+QUERY = "he cashed a check at the bank"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def hand_emb_scores(path, query, items, head, max_length=128):
+    """[EMB]-CE written out with the tokenizer's own pair encoding (truncating the item only)."""
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModel.from_pretrained(str(path)).eval()
+    out = []
+    for item in items:
+        enc = tok(query, item, truncation="only_second", max_length=max_length, return_tensors="pt")
+        with torch.no_grad():
+            h = model(**enc).last_hidden_state[0].double()
+        ids, types = enc["input_ids"][0].tolist(), enc["token_type_ids"][0].tolist()
+        special = {tok.cls_token_id, tok.sep_token_id}
+        q_pos = [j for j, (t, s) in enumerate(zip(ids, types)) if s == 0 and t not in special]
+        i_pos = [j for j, (t, s) in enumerate(zip(ids, types)) if s == 1 and t not in special]
+        eq, ei = h[q_pos].mean(0), h[i_pos].mean(0)
+        s = float(eq @ ei)
+        if head == "emb-cos":
+            s /= float(eq.norm() * ei.norm())
+        out.append(s)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("head", ["emb-dot", "emb-cos"])
+def test_emb_pooling_matches_hand_computation_tiny(tiny, head):
+    ce = HFCrossEncoder(tiny, ITEMS, head=head, batch_size=4, show_progress_bar=False)
+    got = ce(QUERY, np.arange(len(ITEMS)))
+    assert got.dtype == np.float32 and got.shape == (len(ITEMS),)
+    np.testing.assert_allclose(got, hand_emb_scores(tiny, QUERY, ITEMS, head), rtol=1e-4, atol=1e-5)
+
+
+def test_item_is_truncated_first(tiny):
+    # max_length 20: the 8-token query keeps all its tokens, the items are cut to 9 tokens
+    ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=20, show_progress_bar=False)
+    assert len(ce._query_ids(QUERY)) == 8
+    got = ce(QUERY, np.arange(len(ITEMS)))
+    np.testing.assert_allclose(got, hand_emb_scores(tiny, QUERY, ITEMS, "emb-dot", max_length=20),
+                               rtol=1e-4, atol=1e-5)
+    ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=16, show_progress_bar=False)
+    # a query longer than the whole room keeps at most half of it; the item keeps the rest
+    long_q = " ".join(["word"] * 40)
+    tensors = ce._batch_tensors(ce._query_ids(long_q), np.array([1]))
+    qmask, imask = tensors[3], tensors[4]
+    assert tensors[0].shape[1] == 16 and qmask.sum() + imask.sum() == 13 and imask.sum() == 6
+
+
+def test_real_minilm_pooling_on_a_few_pairs():
+    path = minilm_dir()
+    items = ITEMS[:3]
+    for head in ("emb-dot", "emb-cos"):
+        ce = HFCrossEncoder(path, items, head=head, show_progress_bar=False)
+        np.testing.assert_allclose(ce(QUERY, [0, 1, 2]), hand_emb_scores(path, QUERY, items, head),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_cls_head_is_the_classifier_logit(tmp_path):
+    path = tiny_bert(tmp_path / "cls", classifier=True)
+    ce = HFCrossEncoder(path, ITEMS, head="cls", show_progress_bar=False)
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    with torch.no_grad():
+        ref = [float(model(**tok(QUERY, it, return_tensors="pt")).logits[0, 0]) for it in ITEMS]
+    np.testing.assert_allclose(ce(QUERY, np.arange(len(ITEMS))), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cls_head_on_a_plain_encoder_warns(tiny):
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        HFCrossEncoder(tiny, ITEMS, head="cls", show_progress_bar=False)
+
+
+def test_results_do_not_depend_on_batch_size(tiny):
+    ids = np.array([5, 1, 3, 0, 2, 4, 1])
+    ref = HFCrossEncoder(tiny, ITEMS, batch_size=64, show_progress_bar=False)(QUERY, ids)
+    for bs in (1, 2, 5):
+        got = HFCrossEncoder(tiny, ITEMS, batch_size=bs, show_progress_bar=False)(QUERY, ids)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert ref[1] == ref[6]  # the same pair, scored once
+
+
+def _spy(ce, fail_on_batch=None):
+    """Record the item ids of every model batch; optionally raise on one batch."""
+    calls = []
+    real = ce._forward
+
+    def forward(*tensors):
+        calls.append(int(tensors[0].shape[0]))
+        if fail_on_batch is not None and len(calls) == fail_on_batch:
+            raise RuntimeError("simulated failure (e.g. out of memory)")
+        return real(*tensors)
+
+    ce._forward = forward
+    return calls
+
+
+def test_cache_hits_never_call_the_model(tiny):
+    ce = HFCrossEncoder(tiny, ITEMS, batch_size=2, show_progress_bar=False)
+    calls = _spy(ce)
+    first = ce(QUERY, [0, 1, 2])
+    assert sum(calls) == 3 and (ce.n_calls, ce.n_cached) == (3, 0)
+    again = ce(QUERY, [2, 0, 1])
+    np.testing.assert_array_equal(again, first[[2, 0, 1]])
+    assert sum(calls) == 3 and (ce.n_calls, ce.n_cached) == (3, 3)
+    mixed = ce(QUERY, [1, 4, 4, 5])  # 4 and 5 are new; the repeated 4 is scored once
+    assert sum(calls) == 5 and (ce.n_calls, ce.n_cached) == (5, 5)
+    assert mixed[1] == mixed[2] and mixed[0] == first[1]
+    ce(QUERY + "!", [0])  # another query is another pair
+    assert ce.n_calls == 6
+
+
+def test_failing_batch_keeps_the_cache_consistent(tiny):
+    ids = np.arange(6)
+    ref = HFCrossEncoder(tiny, ITEMS, batch_size=2, show_progress_bar=False)(QUERY, ids)
+    ce = HFCrossEncoder(tiny, ITEMS, batch_size=2, show_progress_bar=False)
+    _spy(ce, fail_on_batch=2)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ce(QUERY, ids)
+    # the first batch was paid for and kept; the failing one left nothing behind
+    assert len(ce.cache) == 2 and ce.n_calls == 2
+    scores, found = ce.cache.lookup(ce._namespace, QUERY, ids)
+    assert found.sum() == 2
+    np.testing.assert_allclose(scores[found], ref[found], rtol=1e-5, atol=1e-6)
+    calls = _spy(ce)  # the model works again: only the 4 missing pairs are scored
+    np.testing.assert_allclose(ce(QUERY, ids), ref, rtol=1e-5, atol=1e-6)
+    assert sum(calls) == 4 and ce.n_calls == 6
+
+
+def test_nan_from_the_model_is_not_cached(tiny):
+    ce = HFCrossEncoder(tiny, ITEMS, batch_size=8, show_progress_bar=False)
+    ce._forward = lambda *t: np.full(t[0].shape[0], np.nan, np.float32)
+    from axn_fast import CrossEncoderError
+
+    with pytest.raises(CrossEncoderError, match="non-finite"):
+        ce(QUERY, [0, 1])
+    assert len(ce.cache) == 0 and ce.n_calls == 0
+
+
+def test_shared_cache_keeps_ces_apart(tiny):
+    cache = PairScoreCache()
+    dot = HFCrossEncoder(tiny, ITEMS, head="emb-dot", cache=cache, show_progress_bar=False)
+    cos = HFCrossEncoder(tiny, ITEMS, head="emb-cos", cache=cache, show_progress_bar=False)
+    other_items = HFCrossEncoder(tiny, ITEMS[::-1], head="emb-dot", cache=cache, show_progress_bar=False)
+    a, b, c = dot(QUERY, [0, 1]), cos(QUERY, [0, 1]), other_items(QUERY, [0, 1])
+    assert len(cache) == 6 and cos.n_calls == 2 and other_items.n_calls == 2
+    assert np.all(np.abs(b) <= 1.0 + 1e-6) and not np.allclose(a, b)
+    np.testing.assert_allclose(c, dot(QUERY, [5, 4]), rtol=1e-5)  # reversed items: same texts, same scores
+    assert dot.n_calls == 4
+
+
+def test_cache_bounded_by_queries():
+    cache = PairScoreCache(max_queries=2)
+    for q in ("a", "b", "c"):
+        cache.store("ns", q, np.array([0, 1]), np.array([1.0, 2.0]))
+    assert len(cache) == 4
+    assert not cache.lookup("ns", "a", np.array([0]))[1].any()
+    assert cache.lookup("ns", "c", np.array([1, 0]))[0].tolist() == [2.0, 1.0]
+    with pytest.raises(ValueError, match="max_queries"):
+        PairScoreCache(max_queries=0)
+
+
+def test_bad_input(tiny, tmp_path):
+    ce = HFCrossEncoder(tiny, ITEMS, show_progress_bar=False)
+    with pytest.raises(ValueError, match="query must be a non-empty text"):
+        ce("   ", [0])
+    with pytest.raises(TypeError, match="query must be a str"):
+        ce(3, [0])
+    with pytest.raises(ValueError, match="outside \\[0, 6\\)"):
+        ce(QUERY, [0, 6])
+    with pytest.raises(ValueError, match="outside"):
+        ce(QUERY, [-1])
+    with pytest.raises(TypeError, match="integer item ids"):
+        ce(QUERY, [0.5])
+    with pytest.raises(ValueError, match=r"items\[1\] must be a non-empty text"):
+        HFCrossEncoder(tiny, ["ok", ""], show_progress_bar=False)
+    with pytest.raises(TypeError, match="items must be a sequence"):
+        HFCrossEncoder(tiny, "one string", show_progress_bar=False)
+    with pytest.raises(ValueError, match="head must be one of"):
+        HFCrossEncoder(tiny, ITEMS, head="max")
+    with pytest.raises(ValueError, match="device must be"):
+        HFCrossEncoder(tiny, ITEMS, device="tpu!")
+    with pytest.raises(ValueError, match="dtype must be"):
+        HFCrossEncoder(tiny, ITEMS, dtype="int8")
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        HFCrossEncoder(tmp_path / "nowhere", ITEMS)
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="holds no weights"):
+        HFCrossEncoder(no_weights, ITEMS)
+    assert ce(QUERY, []).shape == (0,)
+
+
+def test_tokenizer_model_mismatch(tmp_path):
+    small = tiny_bert(tmp_path / "small_vocab", vocab_size=1000)
+    with pytest.raises(ValueError, match="tokenizer/model mismatch"):
+        HFCrossEncoder(small, ITEMS)
+
+
+def test_device_and_dtype_defaults(tiny):
+    ce = HFCrossEncoder(tiny, ITEMS, show_progress_bar=False)
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert ce.device.type == want
+    assert ce.dtype == (torch.float32 if want == "cpu" else ce.dtype)
+    assert ce.config["head"] == "emb-dot" and ce.config["max_length"] == 128
+
+
+def test_sentence_transformers_adapter(tmp_path):
+    st = pytest.importorskip("sentence_transformers", reason="the adapter wraps sentence-transformers")
+    path = tiny_bert(tmp_path / "cls", classifier=True)
+    model = st.CrossEncoder(str(path), device="cpu")
+    ce = SentenceTransformersCE(model, ITEMS, batch_size=2)
+    ids = np.array([3, 0, 5, 0])
+    got = ce(QUERY, ids)
+    ref = model.predict([(QUERY, ITEMS[i]) for i in ids], show_progress_bar=False)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert (ce.n_calls, ce.n_cached) == (3, 1)
+    ce(QUERY, [5, 3])
+    assert (ce.n_calls, ce.n_cached) == (3, 3)
+    with pytest.raises(TypeError, match="sentence_transformers.CrossEncoder"):
+        SentenceTransformersCE(object(), ITEMS)
