@@ -23,8 +23,34 @@ __version__ = "0.1.0"
 # (torch, transformers, scikit-learn, ...): name -> module. Resolved lazily.
 _LAZY = {
     # issue 3: cross-encoders, dual-encoder, models, datasets
+    "HFCrossEncoder": ".cross_encoder",
+    "SentenceTransformersCE": ".cross_encoder",
+    "PairScoreCache": ".cross_encoder",
+    "HFDualEncoder": ".dual_encoder",
+    "minilm_path": ".models",
+    "load_wordnet_subset": ".datasets",
     # issue 4: offline indexing
+    "build_score_matrix": ".score_matrix",
+    "ScoreMatrix": ".score_matrix",
+    "ScoreMatrixInterrupted": ".score_matrix",
+    "factorize": ".factorize",
+    "FactorizationHistory": ".factorize",
+    "InductiveMF": ".inductive",
+    "ScoreNormalization": ".normalization",
+    "estimate_normalization": ".normalization",
+    "normalization_from_score_matrix": ".normalization",
+    "IndexFileError": ".persistence",
     # issue 5: baselines and evaluation
+    "ANNCUR": ".cur",
+    "ADACUR": ".cur",
+    "TOUR": ".tour",
+    "TfidfRetriever": ".lexical",
+    "BM25Retriever": ".lexical",
+    "exact_search": ".baselines",
+    "evaluate": ".evaluation",
+    "EvalTable": ".evaluation",
+    "plot_recall_vs_budget": ".plotting",
+    "low_rank_scores": ".synthetic",
 }
 
 __all__ = [
