@@ -49,7 +49,9 @@ def test_index_then_search(tmp_path, capsys):
     from axn_fast.cross_encoder import HFCrossEncoder
     from axn_fast.models import minilm_path
 
-    exact = HFCrossEncoder(minilm_path(), ITEMS, device="cpu")("he deposited money", np.arange(len(ITEMS)))
+    head = index.metadata["ce"]["head"]
+    assert head == "emb-cos"  # the CLI's default
+    exact = HFCrossEncoder(minilm_path(), ITEMS, head=head, device="cpu")("he deposited money", np.arange(len(ITEMS)))
     assert res["ids"] == np.argsort(-exact, kind="stable")[:3].tolist()
     np.testing.assert_allclose(res["scores"], np.sort(exact)[::-1][:3], rtol=1e-4)
 

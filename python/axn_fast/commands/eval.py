@@ -54,7 +54,9 @@ def add_arguments(parser) -> None:
                    help="score --items/--queries live with this cross-encoder checkpoint directory instead of "
                         "--scores ('minilm': the bundled MiniLM); the rows of the splits are scored against every "
                         "item once (the ground truth and the CUR rows need them), checkpointed under --out")
-    d.add_argument("--ce-head", default="emb-dot", help="HFCrossEncoder head for --ce-model (default emb-dot)")
+    d.add_argument("--ce-head", default="emb-cos",
+                   help="HFCrossEncoder head for --ce-model (default emb-cos, as the demo: far more "
+                        "query-sensitive than emb-dot for the untrained MiniLM)")
     d.add_argument("--synthetic", action="store_true", help="use a synthetic low-rank-plus-noise matrix")
     d.add_argument("--synthetic-shape", default="2000x10000", help="NQxNI for --synthetic (default 2000x10000)")
     d.add_argument("--rank", type=int, default=32, help="rank of --synthetic (default 32)")

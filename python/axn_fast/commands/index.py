@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=BUNDLED, help="dual-encoder checkpoint directory (default: the "
                         "bundled all-MiniLM-L6-v2)")
     parser.add_argument("--ce-model", default=None, help="cross-encoder checkpoint directory (default: --model)")
-    parser.add_argument("--ce-head", default="emb-dot", choices=("emb-dot", "emb-cos", "cls"),
-                        help="cross-encoder head (default emb-dot)")
+    parser.add_argument("--ce-head", default="emb-cos", choices=("emb-dot", "emb-cos", "cls"),
+                        help="cross-encoder head (default emb-cos: far more query-sensitive than emb-dot for an untrained model)")
     parser.add_argument("--method", default="ind", choices=("ind", "trns", "de"),
                         help="item embeddings: MF_IND MLPs (default), MF_TRNS SGD, or the DE's as they are")
     parser.add_argument("--strategy", default="de-topk", choices=("de-topk", "random", "per-item"),
