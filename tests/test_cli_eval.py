@@ -154,7 +154,7 @@ def test_live_cross_encoder_on_text_files(tmp_path, monkeypatch):
     from axn_fast.models import minilm_path
 
     S = np.load(out / "live_scores.npy")
-    want = HFCrossEncoder(minilm_path(), items)(queries[5], np.arange(5))
+    want = HFCrossEncoder(minilm_path(), items, head="emb-cos")(queries[5], np.arange(5))  # the CLI default
     np.testing.assert_allclose(S[5], want, rtol=1e-4, atol=1e-4)
     assert not S[6].any()  # not in a split: never scored
 
