@@ -30,7 +30,7 @@ def test_rerank_with_fewer_candidates_than_budget(S):
 
 def test_rerank_bad_input(S):
     ce = axn_fast.DenseScoreCE(S)
-    with pytest.raises(ValueError, match=r"k \(5\) must be <= budget \(3\)"):
+    with pytest.raises(ValueError, match="k must be <= budget"):
         axn_fast.retrieve_and_rerank([1, 2, 3], 0, ce, 3, k=5)
     with pytest.raises(TypeError, match="integer item ids"):
         axn_fast.retrieve_and_rerank([1.5], 0, ce, 3, k=1)

@@ -1,41 +1,80 @@
-"""Shared plumbing of the budgeted baselines (ANNCUR, ADACUR, TOUR, exact search).
+"""Shared plumbing of every budgeted search (AXN, RNR, ANNCUR, ADACUR, TOUR, exact search).
 
-Every CE call goes through :class:`ScoredSoFar`, which checks what the CE
-returned and, when the CE raises or returns something unusable, attaches
-everything already scored to the exception (``.partial``) so that no paid-for
-score is lost.
+Every CE call goes through :func:`call_ce` (usually via :class:`ScoredSoFar`),
+which makes one batched call, checks what the CE returned and, when the CE
+raises or returns something unusable, attaches everything already scored to
+the exception (``.partial``) so that no paid-for score is lost.
 """
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
-from ._ce_call import call_ce
 from ._validation import check_int
-from .adaptive import round_sizes
+from .errors import CrossEncoderError, SearchInterrupted
 from .search_result import RoundInfo, SearchResult
 
 
-def split_budget(budget: int, rounds: int) -> List[int]:
-    """Items to score in each round, as AXN splits them (:func:`axn_fast.adaptive.round_sizes`):
-    ``budget // rounds`` each, the remainder to the last rounds."""
-    return round_sizes(budget, rounds)
+def round_sizes(budget: int, rounds: int) -> List[int]:
+    """CE calls per round: ``budget // rounds`` each, the remainder spread over the last rounds."""
+    base, rem = divmod(budget, rounds)
+    return [base + (1 if r >= rounds - rem else 0) for r in range(rounds)]
+
+
+def call_ce(ce: Callable, q, ids: np.ndarray, partial: Callable) -> np.ndarray:
+    """Return ``ce(q, ids)`` as a (len(ids),) float32 array of finite scores.
+
+    ``partial()`` builds the result of everything scored before this call; it
+    is attached to the exception when the CE raises (:class:`SearchInterrupted`)
+    or returns something unusable (:class:`CrossEncoderError`).
+    """
+    try:
+        out = ce(q, ids)
+    except Exception as exc:
+        raise SearchInterrupted(
+            f"the cross-encoder raised {type(exc).__name__} while scoring {len(ids)} items: {exc}; "
+            "the scores obtained before this call are in .partial",
+            partial=partial(),
+        ) from exc
+    try:
+        scores = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise CrossEncoderError(
+            f"the cross-encoder must return numeric scores, got {type(out).__name__}", partial=partial()
+        ) from exc
+    if scores.ndim == 2 and scores.shape[1] == 1:  # (m, 1) logits are common
+        scores = scores[:, 0]
+    if scores.shape != (len(ids),):
+        raise CrossEncoderError(
+            f"the cross-encoder returned scores of shape {scores.shape} for {len(ids)} items; "
+            f"expected shape ({len(ids)},)",
+            partial=partial(),
+        )
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise CrossEncoderError(
+            f"the cross-encoder returned {int(bad.sum())} non-finite scores (NaN or inf), "
+            f"e.g. for item {int(ids[np.argmax(bad)])}",
+            partial=partial(),
+        )
+    return np.ascontiguousarray(scores)
 
 
 def check_budget(budget, k, n_items: int, *, rounds: int = 1):
     """Validate ``budget`` (CE calls) and ``k`` (results wanted) for one search."""
     budget = check_int(budget, "budget", minimum=1)
     k = check_int(k, "k", minimum=1)
+    rounds = check_int(rounds, "rounds", minimum=1)
     if budget > n_items:
         raise ValueError(f"budget must be <= the number of items ({n_items}), got {budget}")
-    if k > budget:
-        raise ValueError(f"k must be <= budget (the top-k is chosen among the budget items scored), "
-                         f"got k={k} > budget={budget}")
     if budget < rounds:
         raise ValueError(f"budget must be >= rounds (at least one CE call per round), "
                          f"got budget={budget} < rounds={rounds}")
+    if k > budget:
+        raise ValueError(f"k must be <= budget (the top-k is chosen among the budget items scored), "
+                         f"got k={k} > budget={budget}")
     return budget, k
 
 
@@ -71,6 +110,7 @@ class ScoredSoFar:
         self.q = q
         self.ce = ce
         self.k = k
+        self.u: Optional[np.ndarray] = None  # the latest query embedding, reported with partial results
         self.ids: List[np.ndarray] = []
         self.scores: List[np.ndarray] = []
         self.rounds: List[RoundInfo] = []
@@ -101,6 +141,8 @@ class ScoredSoFar:
         """The SearchResult so far; ``ranked_*`` restrict the scored set that is ranked and reported."""
         if ranked_ids is None:
             ranked_ids, ranked_scores = self.all_ids, self.all_scores
+        if u is None and self.u is not None:
+            u = self.u.copy()
         return SearchResult.from_scored(ranked_ids, ranked_scores, self.k, u=u,
                                         n_ce_calls=self.n_ce_calls, rounds=list(self.rounds))
 

@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, List
+from typing import Callable
 
 import numpy as np
 
 from . import _core
-from ._ce_call import call_ce
-from ._validation import as_float32_array, as_ids, check_float, check_int
-from .search_result import RoundInfo, SearchResult
+from ._ce_calls import ScoredSoFar, check_budget, round_sizes
+from ._validation import as_float32_array, as_ids, check_float
+from .search_result import SearchResult
 
-
-def round_sizes(budget: int, rounds: int) -> List[int]:
-    """CE calls per round: ``budget // rounds`` each, the remainder spread over the last rounds."""
-    base, rem = divmod(budget, rounds)
-    return [base + (1 if r >= rounds - rem else 0) for r in range(rounds)]
+__all__ = ["adaptive_search", "round_sizes"]
 
 
 def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds: int = 5, init=None,
@@ -50,15 +46,7 @@ def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds:
     both carry ``.partial``, the result of all rounds completed before.
     """
     n, d = index.n_items, index.dim
-    budget = check_int(budget, "budget", minimum=1)
-    rounds = check_int(rounds, "rounds", minimum=1)
-    k = check_int(k, "k", minimum=1)
-    if budget < rounds:
-        raise ValueError(f"budget ({budget}) must be >= rounds ({rounds}): each round scores at least one item")
-    if budget > n:
-        raise ValueError(f"budget ({budget}) must be <= the number of items ({n})")
-    if k > budget:
-        raise ValueError(f"k ({k}) must be <= budget ({budget}): only scored items can be returned")
+    budget, k = check_budget(budget, k, n, rounds=rounds)
     lam = check_float(lam, "lam", minimum=0.0, maximum=1.0)
     if u0 is not None:
         u0 = as_float32_array(u0, "u0", ndim=(1,), dim=d)
@@ -69,49 +57,37 @@ def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds:
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
 
-    sizes = round_sizes(budget, rounds)
     V = index.vectors
     norm = index.normalization
     solver = _core.IncrementalLstsq(d)
-    scored_ids: List[np.ndarray] = []
-    scored_scores: List[np.ndarray] = []
-    infos: List[RoundInfo] = []
-    u = None
+    scored = ScoredSoFar(q, ce, k)
 
-    def partial() -> SearchResult:
-        return _result(scored_ids, scored_scores, k, u, infos)
-
-    for r, size in enumerate(sizes):
+    for r, size in enumerate(round_sizes(budget, rounds)):
         t0 = time.perf_counter()
         if r == 0:
             new_ids = _first_round(index, size, init, u0, seed)
         else:
-            exclude = np.concatenate(scored_ids)
-            _, new_ids = index.search(u, size, exclude=exclude)
+            _, new_ids = index.search(scored.u, size, exclude=scored.all_ids)
             new_ids = new_ids[new_ids >= 0]
-        t_search = time.perf_counter() - t0
+        scores = scored.score(new_ids, seconds_search=time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        scores = call_ce(ce, q, new_ids, partial)
-        t_ce = time.perf_counter() - t0
-        scored_ids.append(new_ids)
-        scored_scores.append(scores)
-
-        t0 = time.perf_counter()
-        targets = scores if norm is None else (norm[1] * (scores.astype(np.float64) - norm[0])).astype(np.float32)
-        rows = np.ascontiguousarray(V[new_ids])
-        solver.add(rows, np.ascontiguousarray(targets))
+        solver.add(np.ascontiguousarray(V[new_ids]), _targets(scores, norm))
         u_fit = solver.solve()
-        u = u_fit if u0 is None else ((1.0 - lam) * u_fit + lam * u0).astype(np.float32)
-        all_ids = np.concatenate(scored_ids)
-        all_targets = np.concatenate(scored_scores) if norm is None else \
-            norm[1] * (np.concatenate(scored_scores).astype(np.float64) - norm[0])
-        resid = V[all_ids].astype(np.float64) @ u_fit - all_targets
-        t_solve = time.perf_counter() - t0
-        infos.append(RoundInfo(ids=new_ids, scores=scores, fit_rmse=float(np.sqrt(np.mean(resid ** 2))),
-                               seconds_ce=t_ce, seconds_search=t_search, seconds_solve=t_solve))
+        scored.u = u_fit if u0 is None else ((1.0 - lam) * u_fit + lam * u0).astype(np.float32)
+        resid = V[scored.all_ids].astype(np.float64) @ u_fit - _targets(scored.all_scores, norm)
+        info = scored.rounds[-1]
+        info.fit_rmse = float(np.sqrt(np.mean(resid ** 2)))
+        info.seconds_solve = time.perf_counter() - t0
 
-    return _result(scored_ids, scored_scores, k, u, infos)
+    return scored.result()
+
+
+def _targets(scores: np.ndarray, norm) -> np.ndarray:
+    """Regression targets of Eq. 4: the CE scores, normalised as beta * (s - alpha) when asked."""
+    if norm is None:
+        return scores
+    return np.ascontiguousarray(norm[1] * (scores.astype(np.float64) - norm[0]), dtype=np.float32)
 
 
 def _first_round(index, size: int, init, u0, seed) -> np.ndarray:
@@ -142,10 +118,3 @@ def _first_round(index, size: int, init, u0, seed) -> np.ndarray:
 def _unique_in_order(ids: np.ndarray) -> np.ndarray:
     _, first = np.unique(ids, return_index=True)
     return ids[np.sort(first)]
-
-
-def _result(scored_ids, scored_scores, k, u, infos) -> SearchResult:
-    ids = np.concatenate(scored_ids) if scored_ids else np.zeros(0, dtype=np.int64)
-    scores = np.concatenate(scored_scores) if scored_scores else np.zeros(0, dtype=np.float32)
-    return SearchResult.from_scored(ids, scores, k, u=None if u is None else u.copy(),
-                                    n_ce_calls=len(ids), rounds=list(infos))

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._ce_calls import ScoredSoFar, check_budget, split_budget, top_new
+from ._ce_calls import ScoredSoFar, check_budget, round_sizes, top_new
 from ._validation import as_float32_array, as_ids, check_int
 from .search_result import SearchResult
 
@@ -142,7 +142,7 @@ class ADACUR:
         """
         rounds = check_int(rounds, "rounds", minimum=1)
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
-        sizes = split_budget(budget, rounds)
+        sizes = round_sizes(budget, rounds)
         acc = ScoredSoFar(q, ce, k)
         if init is None:
             first = np.random.default_rng(seed).choice(self.n_items, sizes[0], replace=False).astype(np.int64)

@@ -1,14 +1,13 @@
 """Retrieve-and-rerank (RNR): score the first candidates with the CE, keep the best."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
-from ._ce_call import call_ce
+from ._ce_calls import ScoredSoFar
 from ._validation import check_int
-from .search_result import RoundInfo, SearchResult
+from .search_result import SearchResult
 
 
 def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10) -> SearchResult:
@@ -23,7 +22,8 @@ def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10
     budget = check_int(budget, "budget", minimum=1)
     k = check_int(k, "k", minimum=1)
     if k > budget:
-        raise ValueError(f"k ({k}) must be <= budget ({budget}): only scored items can be returned")
+        raise ValueError(f"k must be <= budget (the top-k is chosen among the budget items scored), "
+                         f"got k={k} > budget={budget}")
     cand = np.asarray(candidates)
     if cand.size and not np.issubdtype(cand.dtype, np.integer):
         raise TypeError(f"candidates must be integer item ids, got dtype {cand.dtype}")
@@ -35,13 +35,6 @@ def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
     _, first = np.unique(cand, return_index=True)
-    ids = np.ascontiguousarray(cand[np.sort(first)][:budget])
-
-    def partial() -> SearchResult:
-        return SearchResult.from_scored(ids[:0], np.zeros(0, np.float32), k)
-
-    t0 = time.perf_counter()
-    scores = call_ce(ce, q, ids, partial)
-    t_ce = time.perf_counter() - t0
-    return SearchResult.from_scored(ids, scores, k, n_ce_calls=len(ids),
-                                    rounds=[RoundInfo(ids=ids, scores=scores, seconds_ce=t_ce)])
+    scored = ScoredSoFar(q, ce, k)
+    scored.score(cand[np.sort(first)][:budget])
+    return scored.result()

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._ce_calls import ScoredSoFar, check_budget, split_budget, top_new
+from ._ce_calls import ScoredSoFar, check_budget, round_sizes, top_new
 from ._validation import as_float32_array, as_ids, check_float, check_int
 from .search_result import SearchResult
 
@@ -97,7 +97,7 @@ class TOUR:
         rounds = check_int(rounds, "rounds", minimum=1)
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
         u = as_float32_array(u0, "u0", ndim=(1,), dim=self.dim).astype(np.float64)
-        sizes = split_budget(budget, rounds)
+        sizes = round_sizes(budget, rounds)
         acc = ScoredSoFar(q, ce, k)
         for r, n_r in enumerate(sizes):
             t0 = time.perf_counter()
