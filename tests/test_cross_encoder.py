@@ -245,3 +245,39 @@ def test_sentence_transformers_adapter(tmp_path):
     assert (ce.n_calls, ce.n_cached) == (3, 3)
     with pytest.raises(TypeError, match="sentence_transformers.CrossEncoder"):
         SentenceTransformersCE(object(), ITEMS)
+
+
+def test_concurrent_calls_share_the_cache_consistently():
+    """8 threads hitting one CE: correct scores, every pair counted once as scored or cached."""
+    import threading
+
+    from axn_fast.cross_encoder import CachedCrossEncoder
+
+    class Toy(CachedCrossEncoder):
+        _namespace = "toy"
+
+        def _score_batches(self, query, ids):
+            for s in range(0, len(ids), 3):
+                b = ids[s:s + 3]
+                yield b, (len(query) * 1000 + b).astype(np.float32)
+
+    ce = Toy([f"item {i}" for i in range(50)], cache=PairScoreCache(max_queries=4))
+    rng = np.random.default_rng(0)
+    jobs = [(f"q{j % 6}", rng.integers(0, 50, 20)) for j in range(64)]
+    errors = []
+
+    def work(part):
+        try:
+            for query, ids in part:
+                np.testing.assert_array_equal(ce(query, ids), len(query) * 1000 + ids)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(jobs[t::8],)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert ce.n_calls + ce.n_cached == sum(len(ids) for _, ids in jobs)
+    assert len(ce.cache) <= 4 * 50

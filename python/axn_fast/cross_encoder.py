@@ -22,6 +22,7 @@ finished batch and the cache never holds a score that was not computed.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -40,7 +41,7 @@ class PairScoreCache:
     One cache may be shared by several CEs: each CE stores its pairs under its
     own namespace (model, head, precision and the item list), so different CEs
     never read each other's scores. ``max_queries`` bounds memory by keeping
-    only the most recently used queries (``None``: unbounded).
+    only the most recently used queries (``None``: unbounded). Thread-safe.
     """
 
     def __init__(self, max_queries: Optional[int] = None):
@@ -48,39 +49,45 @@ class PairScoreCache:
             max_queries = check_int(max_queries, "max_queries", minimum=1)
         self.max_queries = max_queries
         self._rows: "OrderedDict[tuple, Dict[int, float]]" = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         """Number of cached pairs."""
-        return sum(len(row) for row in self._rows.values())
+        with self._lock:
+            return sum(len(row) for row in self._rows.values())
 
     def clear(self) -> None:
-        self._rows.clear()
+        with self._lock:
+            self._rows.clear()
 
     def lookup(self, namespace, query: str, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Return ``(scores, found)``: (n,) float32 (NaN where absent) and (n,) bool."""
         scores = np.full(ids.shape[0], np.nan, dtype=np.float32)
         found = np.zeros(ids.shape[0], dtype=bool)
-        row = self._rows.get((namespace, query))
-        if row:
-            self._rows.move_to_end((namespace, query))
-            for j, i in enumerate(ids.tolist()):
-                s = row.get(i)
-                if s is not None:
-                    scores[j] = s
-                    found[j] = True
+        with self._lock:
+            row = self._rows.get((namespace, query))
+            if row:
+                self._rows.move_to_end((namespace, query))
+                for j, i in enumerate(ids.tolist()):
+                    s = row.get(i)
+                    if s is not None:
+                        scores[j] = s
+                        found[j] = True
         return scores, found
 
     def store(self, namespace, query: str, ids: np.ndarray, scores: np.ndarray) -> None:
         key = (namespace, query)
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = {}
-        else:
-            self._rows.move_to_end(key)
-        row.update(zip(ids.tolist(), np.asarray(scores, dtype=np.float32).tolist()))
-        if self.max_queries is not None:
-            while len(self._rows) > self.max_queries:
-                self._rows.popitem(last=False)
+        pairs = list(zip(ids.tolist(), np.asarray(scores, dtype=np.float32).tolist()))
+        with self._lock:
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = {}
+            else:
+                self._rows.move_to_end(key)
+            row.update(pairs)
+            if self.max_queries is not None:
+                while len(self._rows) > self.max_queries:
+                    self._rows.popitem(last=False)
 
 
 def _check_text(text, name: str) -> str:
@@ -113,6 +120,7 @@ class CachedCrossEncoder:
         self.cache = PairScoreCache() if cache is None else cache
         self.n_calls = 0   # query-item pairs scored by the model (paid for)
         self.n_cached = 0  # pairs answered from the cache (free)
+        self._count_lock = threading.Lock()
         digest = hashlib.sha1()
         for t in self.items:
             digest.update(t.encode("utf-8"))
@@ -131,8 +139,9 @@ class CachedCrossEncoder:
         raise NotImplementedError  # pragma: no cover
 
     def reset_counts(self) -> None:
-        self.n_calls = 0
-        self.n_cached = 0
+        with self._count_lock:
+            self.n_calls = 0
+            self.n_cached = 0
 
     def __call__(self, query, ids) -> np.ndarray:
         """Exact scores of ``query`` against items ``ids``: (len(ids),) float32.
@@ -146,6 +155,7 @@ class CachedCrossEncoder:
         scores, found = self.cache.lookup(ns, query, ids)
         todo = np.unique(ids[~found])
         if todo.size:
+            fresh_ids, fresh_scores = [], []
             for batch_ids, batch_scores in self._score_batches(query, todo):
                 batch_scores = np.asarray(batch_scores, dtype=np.float32).reshape(-1)
                 if batch_scores.shape[0] != batch_ids.shape[0]:
@@ -154,12 +164,17 @@ class CachedCrossEncoder:
                     )
                 if not np.isfinite(batch_scores).all():
                     raise CrossEncoderError("the model returned a non-finite score (NaN or inf)")
-                self.cache.store(ns, query, batch_ids, batch_scores)
-                self.n_calls += int(batch_ids.shape[0])
-            scores, found = self.cache.lookup(ns, query, ids)
-            if not found.all():  # only when max_queries evicts mid-call, which store() prevents
-                raise RuntimeError("pair cache lost scores during a call")  # pragma: no cover
-        self.n_cached += int(ids.shape[0] - todo.size)
+                self.cache.store(ns, query, batch_ids, batch_scores)  # kept even if a later batch fails
+                with self._count_lock:
+                    self.n_calls += int(batch_ids.shape[0])
+                fresh_ids.append(batch_ids)
+                fresh_scores.append(batch_scores)
+            fresh_ids, fresh_scores = np.concatenate(fresh_ids), np.concatenate(fresh_scores)
+            order = np.argsort(fresh_ids)
+            pos = np.searchsorted(fresh_ids[order], ids[~found])
+            scores[~found] = fresh_scores[order][pos]
+        with self._count_lock:
+            self.n_cached += int(ids.shape[0] - todo.size)
         return scores
 
 
