@@ -23,8 +23,8 @@ HELP = "AXN vs retrieve-and-rerank with the bundled MiniLM cross-encoder on Word
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--budgets", type=int, nargs="+", default=[25, 50],
-                        help="CE calls per query, m (default: 25 50)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100],
+                        help="CE calls per query, m (default: 50 100)")
     parser.add_argument("--rounds", type=int, default=5, help="AXN rounds R (default 5)")
     parser.add_argument("--n-test", type=int, default=None,
                         help="number of test queries (default: all of the subset's test split)")
