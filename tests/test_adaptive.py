@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import axn_fast
-from axn_fast.adaptive import round_sizes
+from axn_fast.search.adaptive import round_sizes
 
 
 def low_rank(n_queries=20, n_items=3000, d=16, noise=0.0, seed=0):

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from axn_fast.cli import main
-from axn_fast.synthetic import low_rank_scores
+from axn_fast.cli.main import main
+from axn_fast.datasets.synthetic import low_rank_scores
 
 pytest.importorskip("sklearn", reason="`axn-fast eval` with texts needs scikit-learn (the eval extra)")
 pytest.importorskip("bm25s", reason="`axn-fast eval` with texts needs bm25s (the eval extra)")
@@ -56,7 +56,7 @@ def test_eval_from_files_writes_table_and_plot(files, tmp_path, capsys):
 
     # the same numbers as calling the API directly
     import axn_fast
-    from axn_fast.baselines import RetrieveRerank
+    from axn_fast.methods.baselines import RetrieveRerank
 
     S, Q, V = (np.load(files / f) for f in ("S.npy", "Q.npy", "V.npy"))
     _, ranked = axn_fast.Index(V).search(Q, 25)
@@ -66,7 +66,7 @@ def test_eval_from_files_writes_table_and_plot(files, tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_from_checkpoint(files, tmp_path, monkeypatch):
-    import axn_fast.evaluation as ev
+    import axn_fast.evaluation.evaluate as ev
 
     out = tmp_path / "out"
     args = _args(files, out, "--methods", "rnr-de,anncur", "--no-plot")
@@ -150,8 +150,8 @@ def test_live_cross_encoder_on_text_files(tmp_path, monkeypatch):
             str(tmp_path / "test.txt"), "--dev", str(tmp_path / "dev.txt"), "--methods", "rnr-bm25,anncur-ref", "--ks", "1", "--budgets", "3",
             "--out", str(out), "--no-progress", "--no-plot"]
     assert main(args) == 0
-    from axn_fast.cross_encoder import HFCrossEncoder
-    from axn_fast.models import minilm_path
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+    from axn_fast.encoders.models import minilm_path
 
     S = np.load(out / "live_scores.npy")
     want = HFCrossEncoder(minilm_path(), items, head="emb-cos")(queries[5], np.arange(5))  # the CLI default
@@ -161,7 +161,7 @@ def test_live_cross_encoder_on_text_files(tmp_path, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("the checkpointed rows must not be scored again")
 
-    monkeypatch.setattr("axn_fast.cross_encoder.HFCrossEncoder", no_model)
+    monkeypatch.setattr("axn_fast.encoders.cross_encoder.HFCrossEncoder", no_model)
     assert main(args) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["RNR (BM25)", "ANNCUR (reference)", "EXACT"]

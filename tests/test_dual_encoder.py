@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the dual-encoder needs the ce extra (torch)")
 transformers = pytest.importorskip("transformers", reason="the dual-encoder needs the ce extra (transformers)")
 
-from axn_fast.dual_encoder import HFDualEncoder  # noqa: E402
+from axn_fast.encoders.dual_encoder import HFDualEncoder  # noqa: E402
 
 from _hf_models import minilm_dir, tiny_bert  # noqa: E402
 

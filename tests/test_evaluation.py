@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import axn_fast
-from axn_fast.baselines import (ADACURMethod, ANNCURMethod, AXNMethod, Method, RetrieveRerank,
+from axn_fast.methods.baselines import (ADACURMethod, ANNCURMethod, AXNMethod, Method, RetrieveRerank,
                                 TOURMethod, exact_search)
-from axn_fast.evaluation import EvalTable, evaluate
-from axn_fast.search_result import SearchResult
-from axn_fast.synthetic import low_rank_scores
+from axn_fast.evaluation.evaluate import EvalTable, evaluate
+from axn_fast.search.results import SearchResult
+from axn_fast.datasets.synthetic import low_rank_scores
 
 # two queries, six items; exact rankings: q0 -> 0,1,2,3,4,5 ; q1 -> 5,4,3,2,1,0
 S_HAND = np.array([[6, 5, 4, 3, 2, 1], [1, 2, 3, 4, 5, 6]], dtype=np.float32)
@@ -190,7 +190,7 @@ def test_table_files_round_trip(synthetic_table, tmp_path):
 
 def test_plot_is_written(synthetic_table, tmp_path):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (the eval extra)")
-    from axn_fast.plotting import plot_recall_vs_budget
+    from axn_fast.evaluation.plotting import plot_recall_vs_budget
 
     path = tmp_path / "recall.png"
     plot_recall_vs_budget(synthetic_table, path, title="synthetic")

@@ -1,9 +1,9 @@
-"""axn_fast.factorize (MF_TRNS, AXN Eq. 3)."""
+"""axn_fast.indexing.factorize (MF_TRNS, AXN Eq. 3)."""
 import numpy as np
 import pytest
 
 from axn_fast import ScoreMatrix, factorize
-from axn_fast.factorize import rmse
+from axn_fast.indexing.factorize import rmse
 
 NOISE = 0.1
 

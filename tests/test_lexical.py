@@ -23,11 +23,11 @@ EXPECTED_FIRST = [1, 5, 4, 3]
 def retriever(request):
     if request.param == "tfidf":
         pytest.importorskip("sklearn", reason="TF-IDF needs scikit-learn (the eval extra)")
-        from axn_fast.lexical import TfidfRetriever
+        from axn_fast.methods.lexical import TfidfRetriever
 
         return TfidfRetriever(CORPUS)
     pytest.importorskip("bm25s", reason="BM25 needs bm25s (the eval extra)")
-    from axn_fast.lexical import BM25Retriever
+    from axn_fast.methods.lexical import BM25Retriever
 
     return BM25Retriever(CORPUS)
 
@@ -50,7 +50,7 @@ def test_tfidf_scores_are_cosines():
     pytest.importorskip("sklearn", reason="TF-IDF needs scikit-learn")
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from axn_fast.lexical import TfidfRetriever
+    from axn_fast.methods.lexical import TfidfRetriever
 
     vec = TfidfVectorizer().fit(CORPUS)
     X = vec.transform(CORPUS).toarray()

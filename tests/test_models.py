@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from axn_fast import models
+from axn_fast.encoders import models
 
 
 def test_minilm_path_points_at_a_checkpoint():

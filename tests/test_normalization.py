@@ -4,7 +4,7 @@ import pytest
 
 import axn_fast
 from axn_fast import DenseScoreCE, Index, ScoreMatrix, ScoreNormalization, estimate_normalization
-from axn_fast.normalization import normalization_from_score_matrix
+from axn_fast.indexing.normalization import normalization_from_score_matrix
 
 
 def test_moment_matching_recovers_a_planted_affine_map():

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from axn_fast.synthetic import low_rank_scores
-from axn_fast.tour import DEFAULT_LR, TOUR, tour_loss_and_grad
+from axn_fast.datasets.synthetic import low_rank_scores
+from axn_fast.methods.tour import DEFAULT_LR, TOUR, tour_loss_and_grad
 
 
 def _ce(S):

@@ -113,7 +113,7 @@ def test_shipped_scores_are_the_default_ce(shipped):
     pytest.importorskip("torch", reason="recomputing CE scores needs the ce extra")
     from _hf_models import minilm_dir
 
-    from axn_fast.cross_encoder import HFCrossEncoder
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
 
     ce = HFCrossEncoder(minilm_dir(), shipped.items, head=shipped.ce_config["head"],
                         max_length=shipped.ce_config["max_length"], show_progress_bar=False)

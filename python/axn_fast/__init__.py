@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-from ._core import __version__ as _core_version  # noqa: F401  (fails early if the build is broken)
-from .errors import CrossEncoderError, SearchInterrupted
-from .index import Index
-from .search_result import RoundInfo, SearchResult
-from .rerank import retrieve_and_rerank
-from .metrics import topk_recall
-from .dense_ce import DenseScoreCE
+from axn_fast._core import __version__ as _core_version  # noqa: F401  (fails early if the build is broken)
+from axn_fast.errors import CrossEncoderError, SearchInterrupted
+from axn_fast.search.index import Index
+from axn_fast.search.results import RoundInfo, SearchResult
+from axn_fast.methods.rerank import retrieve_and_rerank
+from axn_fast.evaluation.metrics import topk_recall
+from axn_fast.encoders.dense import DenseScoreCE
 
 __version__ = "0.1.0"
 
@@ -23,34 +23,34 @@ __version__ = "0.1.0"
 # (torch, transformers, scikit-learn, ...): name -> module. Resolved lazily.
 _LAZY = {
     # issue 3: cross-encoders, dual-encoder, models, datasets
-    "HFCrossEncoder": ".cross_encoder",
-    "SentenceTransformersCE": ".cross_encoder",
-    "PairScoreCache": ".cross_encoder",
-    "HFDualEncoder": ".dual_encoder",
-    "minilm_path": ".models",
+    "HFCrossEncoder": ".encoders.cross_encoder",
+    "SentenceTransformersCE": ".encoders.cross_encoder",
+    "PairScoreCache": ".encoders.cross_encoder",
+    "HFDualEncoder": ".encoders.dual_encoder",
+    "minilm_path": ".encoders.models",
     "load_wordnet_subset": ".datasets",
     # issue 4: offline indexing
-    "build_score_matrix": ".score_matrix",
-    "ScoreMatrix": ".score_matrix",
-    "ScoreMatrixInterrupted": ".score_matrix",
-    "factorize": ".factorize",
-    "FactorizationHistory": ".factorize",
-    "InductiveMF": ".inductive",
-    "ScoreNormalization": ".normalization",
-    "estimate_normalization": ".normalization",
-    "normalization_from_score_matrix": ".normalization",
-    "IndexFileError": ".persistence",
+    "build_score_matrix": ".indexing.score_matrix",
+    "ScoreMatrix": ".indexing.score_matrix",
+    "ScoreMatrixInterrupted": ".indexing.score_matrix",
+    "factorize": ".indexing.factorize",
+    "FactorizationHistory": ".indexing.factorize",
+    "InductiveMF": ".indexing.inductive",
+    "ScoreNormalization": ".indexing.normalization",
+    "estimate_normalization": ".indexing.normalization",
+    "normalization_from_score_matrix": ".indexing.normalization",
+    "IndexFileError": ".io.persistence",
     # issue 5: baselines and evaluation
-    "ANNCUR": ".cur",
-    "ADACUR": ".cur",
-    "TOUR": ".tour",
-    "TfidfRetriever": ".lexical",
-    "BM25Retriever": ".lexical",
-    "exact_search": ".baselines",
-    "evaluate": ".evaluation",
-    "EvalTable": ".evaluation",
-    "plot_recall_vs_budget": ".plotting",
-    "low_rank_scores": ".synthetic",
+    "ANNCUR": ".methods.cur",
+    "ADACUR": ".methods.cur",
+    "TOUR": ".methods.tour",
+    "TfidfRetriever": ".methods.lexical",
+    "BM25Retriever": ".methods.lexical",
+    "exact_search": ".methods.baselines",
+    "evaluate": ".evaluation.evaluate",
+    "EvalTable": ".evaluation.evaluate",
+    "plot_recall_vs_budget": ".evaluation.plotting",
+    "low_rank_scores": ".datasets.synthetic",
 }
 
 __all__ = [

@@ -4,8 +4,8 @@
 loads the small prebuilt subset shipped with the package (with its exact CE
 score matrix), which needs neither the apt package nor torch.
 """
-from .subset import WordNetSubset, load_wordnet_subset, save_subset
-from .wordnet import Synset, WordNetTask, parse_data_line, read_synsets, wordnet
+from axn_fast.datasets.subset import WordNetSubset, load_wordnet_subset, save_subset
+from axn_fast.datasets.wordnet import Synset, WordNetTask, parse_data_line, read_synsets, wordnet
 
 __all__ = ["WordNetSubset", "WordNetTask", "Synset", "load_wordnet_subset", "save_subset",
            "wordnet", "read_synsets", "parse_data_line"]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .subset import DATA_DIR, WordNetSubset, save_subset
-from .wordnet import DEFAULT_WORDNET_DIR, wordnet
+from axn_fast.datasets.subset import DATA_DIR, WordNetSubset, save_subset
+from axn_fast.datasets.wordnet import DEFAULT_WORDNET_DIR, wordnet
 
 
 def select_subset(task, *, n_items: int, n_queries: int, split_sizes, seed: int,
@@ -122,8 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    from ..cross_encoder import HFCrossEncoder, PairScoreCache
-    from ..models import minilm_path
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder, PairScoreCache
+    from axn_fast.encoders.models import minilm_path
 
     split_sizes = tuple(int(x) for x in args.splits.split(","))
     task = wordnet(args.wordnet_dir)

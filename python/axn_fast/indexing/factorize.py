@@ -1,0 +1,188 @@
+"""Transductive matrix factorisation MF_TRNS (AXN paper, §2.1, Eq. 3).
+
+Fits query embeddings U and item embeddings V to the observed entries of the
+sparse CE matrix G by parallel SGD in C++ (see ``csrc/core/sgd.hpp``):
+
+    min  sum_{(q,i) in G} (G_qi - U_q . V_i)^2 + reg (|U_q|^2 + |V_i|^2)   (per entry)
+
+Only rows and columns with observed entries are ever updated, so items that no
+train query scored keep their initial (e.g. dual-encoder) embedding — the
+paper's Appendix B.3 finding that MF_TRNS helps only the items that were scored.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from axn_fast import _core
+from axn_fast._validation import as_float32_array, check_float, check_int, resolve_num_threads
+from axn_fast.indexing.score_matrix import ScoreMatrix, _show_bar
+
+
+@dataclass
+class FactorizationHistory:
+    """What happened per epoch.
+
+    train_rmse : RMSE of the residuals met during each SGD pass (before each step).
+    val_rmse : held-out RMSE after each epoch (empty without validation).
+    lr : learning rate used in each epoch.
+    seconds : wall-clock seconds of each epoch (SGD only, not validation).
+    best_epoch : epoch (0-based) whose U, V are returned (the best validation
+        RMSE when validation was given and restore_best, else the last).
+    stopped_early : True when patience or target_rmse ended training.
+    """
+
+    train_rmse: List[float] = field(default_factory=list)
+    val_rmse: List[float] = field(default_factory=list)
+    lr: List[float] = field(default_factory=list)
+    seconds: List[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+
+
+def _init_factor(X0, n: int, dim: int, scale: float, rng, name: str) -> np.ndarray:
+    if X0 is None:
+        return (scale * rng.standard_normal((n, dim))).astype(np.float32)
+    X = as_float32_array(X0, name, ndim=(2,))
+    if X.shape != (n, dim):
+        raise ValueError(f"{name} must have shape ({n}, {dim}) (rows of G by dim), got {X.shape}")
+    return X.copy()  # never update the caller's array
+
+
+def _as_validation(validation, shape) -> Optional[ScoreMatrix]:
+    if validation is None:
+        return None
+    if isinstance(validation, (tuple, list)) and len(validation) == 3:
+        validation = (*validation, shape)
+    V = ScoreMatrix.from_any(validation, "validation")
+    if V.shape != tuple(shape):
+        raise ValueError(f"validation has shape {V.shape} but G has shape {tuple(shape)}")
+    return V
+
+
+def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 20, lr: float = 0.01,
+              reg: float = 0.01, lr_decay: float = 0.0, num_threads: int = 0, seed: Optional[int] = None,
+              validation=None, patience: Optional[int] = None, restore_best: bool = True,
+              target_rmse: Optional[float] = None, n_blocks: int = 16, show_progress_bar=None,
+              ) -> Tuple[np.ndarray, np.ndarray, FactorizationHistory]:
+    """Fit U (n_queries, dim) and V (n_items, dim) to the observed entries of G.
+
+    G : :class:`~axn_fast.indexing.score_matrix.ScoreMatrix`, a scipy sparse matrix, or
+        (rows, cols, vals, shape). Every stored entry is an observation (explicit
+        zeros included); values must be finite.
+    dim : embedding size; inferred from U0 / V0 when given (then it must agree).
+    U0, V0 : initial embeddings (the DE's, usually); random N(0, s^2) when absent,
+        with s chosen so that initial predictions are ~10% of G's RMS. Not modified.
+    epochs : maximum number of passes over G.
+    lr : SGD learning rate of epoch 0; epoch t uses lr / (1 + lr_decay * t).
+    reg : L2 weight applied at every step to the two embeddings it touches.
+    num_threads : 0 = all cores. Results do not depend on it (see below).
+    seed : shuffling seed (None: a fresh random one). With a seed, the result is
+        bit-reproducible on a given CPU for any num_threads (it depends on seed
+        and n_blocks only).
+    validation : held-out entries (same kinds as G, or (rows, cols, vals)); their
+        RMSE is computed after each epoch.
+    patience : with validation, stop after this many epochs without a better
+        validation RMSE (None: never stop early).
+    restore_best : with validation, return the embeddings of the best epoch.
+    target_rmse : with validation, stop as soon as the validation RMSE is <= this.
+    n_blocks : B of the blocked lock-free scheme (B x B blocks, B strata per epoch).
+
+    Returns ``(U, V, history)``: float32 arrays and a :class:`FactorizationHistory`.
+    """
+    G = ScoreMatrix.from_any(G)
+    n_rows, n_cols = G.shape
+    epochs = check_int(epochs, "epochs", minimum=1)
+    lr = check_float(lr, "lr", minimum=0.0)
+    if lr <= 0:
+        raise ValueError("lr must be > 0")
+    reg = check_float(reg, "reg", minimum=0.0)
+    lr_decay = check_float(lr_decay, "lr_decay", minimum=0.0)
+    n_blocks = check_int(n_blocks, "n_blocks", minimum=1, maximum=4096)
+    threads = resolve_num_threads(num_threads)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(0, 2 ** 63))
+    seed = check_int(seed, "seed", minimum=0)
+    if patience is not None:
+        patience = check_int(patience, "patience", minimum=1)
+    if target_rmse is not None:
+        target_rmse = check_float(target_rmse, "target_rmse", minimum=0.0)
+
+    dims = {name: X.shape[1] for name, X in (("U0", U0), ("V0", V0))
+            if X is not None and hasattr(X, "shape") and len(X.shape) == 2}
+    if dim is None:
+        if not dims:
+            raise ValueError("give dim, or initial embeddings U0 / V0 to take it from")
+        dim = next(iter(dims.values()))
+    dim = check_int(dim, "dim", minimum=1)
+    for name, d in dims.items():
+        if d != dim:
+            raise ValueError(f"{name} has {d} columns but dim is {dim}")
+
+    rng = np.random.default_rng(seed)
+    rms = float(np.sqrt(np.mean(G.vals.astype(np.float64) ** 2))) if G.nnz else 1.0
+    scale = float(np.sqrt(0.1 * max(rms, 1e-6) / np.sqrt(dim)))
+    U = _init_factor(U0, n_rows, dim, scale, rng, "U0")
+    V = _init_factor(V0, n_cols, dim, scale, rng, "V0")
+    val = _as_validation(validation, G.shape)
+    if val is None and (patience is not None or target_rmse is not None):
+        raise ValueError("patience and target_rmse need validation entries")
+
+    sgd = _core.SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
+    hist = FactorizationHistory()
+    best = (np.inf, None, None)
+    bar = None
+    if _show_bar(show_progress_bar):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="MF_TRNS (SGD)", unit="epoch")
+    try:
+        for t in range(epochs):
+            lr_t = lr / (1.0 + lr_decay * t)
+            t0 = time.perf_counter()
+            train = sgd.epoch(U, V, lr_t, reg, threads, t)
+            hist.seconds.append(time.perf_counter() - t0)
+            if not np.isfinite(train):
+                raise FloatingPointError(
+                    f"SGD diverged in epoch {t} (training RMSE {train}); lower lr (was {lr_t:g})")
+            hist.train_rmse.append(float(train))
+            hist.lr.append(lr_t)
+            hist.best_epoch = t
+            if bar is not None:
+                bar.update(1)
+            if val is None:
+                if bar is not None:
+                    bar.set_postfix(train_rmse=f"{train:.4f}")
+                continue
+            v = float(_core.sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
+            hist.val_rmse.append(v)
+            if bar is not None:
+                bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}")
+            if v < best[0]:
+                best = (v, t, (U.copy(), V.copy()) if restore_best else None)
+            if target_rmse is not None and v <= target_rmse:
+                hist.stopped_early = t < epochs - 1
+                break
+            if patience is not None and t - best[1] >= patience:
+                hist.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if val is not None and restore_best and best[2] is not None and best[1] != hist.best_epoch:
+        U, V = best[2]
+        hist.best_epoch = best[1]
+    return U, V, hist
+
+
+def rmse(G, U, V, *, num_threads: int = 0) -> float:
+    """RMSE of the observed entries of G against U V^T (double-precision sums)."""
+    G = ScoreMatrix.from_any(G)
+    U = as_float32_array(U, "U", ndim=(2,))
+    V = as_float32_array(V, "V", ndim=(2,), dim=U.shape[1])
+    if U.shape[0] != G.shape[0] or V.shape[0] != G.shape[1]:
+        raise ValueError(f"U {U.shape} and V {V.shape} do not match G's shape {G.shape}")
+    return float(_core.sparse_rmse(G.rows, G.cols, G.vals, U, V, resolve_num_threads(num_threads)))

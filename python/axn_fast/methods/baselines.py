@@ -1,0 +1,213 @@
+"""Search methods behind one protocol, so that :func:`axn_fast.evaluate` treats them alike.
+
+A method has a ``name``, a ``grid(budget)`` of parameter settings to choose from on a
+dev split (one setting: nothing to tune), and
+``search(q, ce, budget, *, k, **params) -> SearchResult``, where ``q`` is a query row id
+(the row of the score matrix, and the row of any per-query array the method holds)
+and ``ce(q, ids)`` returns exact CE scores. ``SearchResult.scored_ids`` are the m items
+whose recall is measured, and ``n_ce_calls`` is the budget spent.
+
+Wrappers: :class:`RetrieveRerank` (RNR from any candidate lists: DE, TF-IDF, BM25),
+:class:`AXNMethod` (``Index.adaptive_search``), :class:`ANNCURMethod`,
+:class:`ADACURMethod`, :class:`TOURMethod`; and :func:`exact_search`, brute force.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from axn_fast.search.budget import ScoredSoFar
+from axn_fast._validation import as_float32_array, check_float, check_int
+from axn_fast.search.results import SearchResult
+
+
+def exact_search(q, ce, n_items: int, *, k: int = 10, batch_size: int = 1024) -> SearchResult:
+    """Brute force: score every item (in batches of ``batch_size``, one CE call each).
+
+    Returns the exact top-k; ``n_ce_calls == n_items``. This is the ground truth of
+    Top-k-Recall and the EXACT row of the evaluation.
+    """
+    n_items = check_int(n_items, "n_items", minimum=1)
+    k = check_int(k, "k", minimum=1, maximum=n_items)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    acc = ScoredSoFar(q, ce, k)
+    for start in range(0, n_items, batch_size):
+        acc.score(np.arange(start, min(start + batch_size, n_items), dtype=np.int64))
+    return acc.result()
+
+
+def _per_query(x, name: str, n_rows: Optional[int] = None, *, ids: bool = False) -> np.ndarray:
+    if ids:
+        arr = np.asarray(x)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name} must be a 2-D integer array (one ranked id list per query row), "
+                             f"got shape {arr.shape} dtype {arr.dtype}")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    return as_float32_array(x, name, ndim=(2,), allow_empty=False)
+
+
+class Method:
+    """Base class of the evaluator's methods (see the module docstring)."""
+
+    name: str = "method"
+
+    def grid(self, budget: int) -> List[Dict]:
+        """Parameter settings to choose from on dev queries at this budget."""
+        return [{}]
+
+    def search(self, q, ce, budget: int, *, k: int, **params) -> SearchResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class RetrieveRerank(Method):
+    """RNR_X: re-rank the first ``budget`` of each query's candidate list by exact CE score.
+
+    ranked: (n_query_rows, max_budget) int64 candidate ids, best first (e.g. from
+        ``Index.search``, :class:`~axn_fast.methods.lexical.TfidfRetriever.retrieve`, BM25).
+    """
+
+    def __init__(self, name: str, ranked):
+        self.name = name
+        self.ranked = _per_query(ranked, "ranked", ids=True)
+
+    @classmethod
+    def from_embeddings(cls, name: str, item_emb, query_emb, max_budget: int) -> "RetrieveRerank":
+        """RNR from any embedding matrices: candidates are the top ``max_budget`` items by
+        ``query_emb @ item_emb.T`` ((n_query_rows, d) and (n_items, d)), found with :class:`axn_fast.Index`."""
+        import axn_fast
+
+        _, ranked = axn_fast.Index(item_emb).search(as_float32_array(query_emb, "query_emb", ndim=(2,)),
+                                                     check_int(max_budget, "max_budget", minimum=1))
+        return cls(name, ranked)
+
+    def search(self, q, ce, budget, *, k, **params):
+        import axn_fast
+
+        if budget > self.ranked.shape[1]:
+            raise ValueError(f"{self.name}: budget {budget} exceeds the {self.ranked.shape[1]} candidates per query")
+        return axn_fast.retrieve_and_rerank(self.ranked[q], q, ce, budget, k=k)
+
+
+class AXNMethod(Method):
+    """AXN (``Index.adaptive_search``) with a choice of λ tuned on dev queries.
+
+    index: an :class:`axn_fast.Index` over the item embeddings.
+    query_emb: (n_query_rows, d) parametric query embeddings (u0; e.g. the DE's), or None.
+    init: (n_query_rows, >= budget/rounds) ranked ids for round 1 (e.g. the DE's top items), or None.
+    lams: the λ values of Eq. 7 to choose from (a single value: nothing tuned).
+    """
+
+    def __init__(self, index, *, query_emb=None, init=None, rounds: int = 5,
+                 lams: Sequence[float] = (0.0,), name: Optional[str] = None, seed: Optional[int] = 0):
+        self.index = index
+        self.query_emb = None if query_emb is None else _per_query(query_emb, "query_emb")
+        self.init = None if init is None else _per_query(init, "init", ids=True)
+        self.rounds = check_int(rounds, "rounds", minimum=1)
+        self.lams = [check_float(l, "lams", minimum=0.0, maximum=1.0) for l in lams]
+        if not self.lams:
+            raise ValueError("lams must hold at least one λ value")
+        if any(l > 0 for l in self.lams) and self.query_emb is None:
+            raise ValueError("λ > 0 mixes in the parametric query embedding: pass query_emb")
+        self.seed = seed
+        self.name = name or (f"AXN (λ={self.lams[0]:g})" if len(self.lams) == 1 else "AXN (dev λ)")
+
+    def grid(self, budget):
+        return [{"lam": l} for l in self.lams]
+
+    def search(self, q, ce, budget, *, k, lam=None, **params):
+        lam = self.lams[0] if lam is None else lam
+        return self.index.adaptive_search(
+            q, ce, budget, k=k, rounds=self.rounds,
+            init=None if self.init is None else self.init[q],
+            u0=None if self.query_emb is None else self.query_emb[q],
+            lam=lam, seed=self.seed)
+
+
+class ANNCURMethod(Method):
+    """ANNCUR with the k_i / k_r split of each budget chosen on dev queries.
+
+    train_scores: (n_train, n_items) dense exact CE scores of the train queries.
+    variant: "reference" or "improved" (see :class:`axn_fast.methods.cur.ANNCUR`).
+    fractions: candidate shares of the budget given to anchors (k_i = round(f * budget));
+        or n_anchors: fixed k_i values to choose from (those < budget are used).
+    """
+
+    def __init__(self, train_scores, *, variant: str = "improved",
+                 fractions: Sequence[float] = (0.2, 0.4, 0.5, 0.6, 0.8),
+                 n_anchors: Optional[Sequence[int]] = None, seed: Optional[int] = 0,
+                 name: Optional[str] = None):
+        from axn_fast.methods.cur import VARIANTS
+
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.train_scores = as_float32_array(train_scores, "train_scores", ndim=(2,), allow_empty=False)
+        self.variant = variant
+        self.fractions = [check_float(f, "fractions", minimum=0.0, maximum=1.0) for f in fractions]
+        self.n_anchors = None if n_anchors is None else [check_int(a, "n_anchors", minimum=1) for a in n_anchors]
+        self.seed = seed
+        self.name = name or f"ANNCUR ({variant})"
+        self._cache: Dict[int, object] = {}
+
+    def grid(self, budget):
+        if self.n_anchors is not None:
+            cands = [a for a in self.n_anchors if a < budget]
+        else:
+            cands = [min(max(1, int(round(f * budget))), budget - 1) for f in self.fractions]
+        cands = sorted(set(c for c in cands if 1 <= c <= self.train_scores.shape[1]))
+        if not cands:
+            raise ValueError(f"{self.name}: no k_i / k_r split fits budget {budget}")
+        return [{"n_anchors": c} for c in cands]
+
+    def cur(self, n_anchors: int):
+        from axn_fast.methods.cur import ANNCUR
+
+        if n_anchors not in self._cache:
+            self._cache[n_anchors] = ANNCUR(self.train_scores, n_anchors, variant=self.variant, seed=self.seed)
+        return self._cache[n_anchors]
+
+    def search(self, q, ce, budget, *, k, n_anchors=None, **params):
+        if n_anchors is None:
+            n_anchors = self.grid(budget)[0]["n_anchors"]
+        if self.variant == "reference":
+            k = min(k, budget - n_anchors)  # only the k_r retrieved items are ranked
+        return self.cur(n_anchors).search(q, ce, budget, k=k)
+
+
+class ADACURMethod(Method):
+    """ADACUR; init: optional (n_query_rows, >= budget/rounds) ranked ids for round 1."""
+
+    def __init__(self, train_scores, *, init=None, rounds: int = 5, seed: Optional[int] = 0,
+                 name: Optional[str] = None):
+        from axn_fast.methods.cur import ADACUR
+
+        self.adacur = ADACUR(train_scores)
+        self.init = None if init is None else _per_query(init, "init", ids=True)
+        self.rounds = check_int(rounds, "rounds", minimum=1)
+        self.seed = seed
+        self.name = name or "ADACUR"
+
+    def search(self, q, ce, budget, *, k, **params):
+        return self.adacur.search(q, ce, budget, k=k, rounds=self.rounds,
+                                  init=None if self.init is None else self.init[q], seed=self.seed)
+
+
+class TOURMethod(Method):
+    """TOUR-CE / TOUR-MSE from each query's embedding ``query_emb[q]``."""
+
+    def __init__(self, item_emb, query_emb, *, loss: str = "kl", lr: Optional[float] = None,
+                 rounds: int = 5, init=None, normalization=None, name: Optional[str] = None):
+        from axn_fast.methods.tour import TOUR
+
+        self.tour = TOUR(item_emb, loss=loss, lr=lr, normalization=normalization)
+        self.query_emb = as_float32_array(query_emb, "query_emb", ndim=(2,), dim=self.tour.dim)
+        self.init = None if init is None else _per_query(init, "init", ids=True)
+        self.rounds = check_int(rounds, "rounds", minimum=1)
+        self.name = name or ("TOUR-CE" if loss == "kl" else "TOUR-MSE")
+
+    def search(self, q, ce, budget, *, k, **params):
+        return self.tour.search(q, ce, budget, u0=self.query_emb[q], k=k, rounds=self.rounds,
+                                init=None if self.init is None else self.init[q])

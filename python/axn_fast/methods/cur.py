@@ -1,0 +1,167 @@
+"""CUR-based k-NN search with a cross-encoder: ANNCUR (two variants) and ADACUR.
+
+ANNCUR (Yadav et al., EMNLP 2022, §2.2-2.4): a fixed set of ``k_i`` anchor items; a
+test query is embedded by its exact CE scores at the anchors, ``e_q`` (k_i,); items
+are embedded offline as ``E = pinv(C) @ S_train`` (k_i, n_items) where ``S_train``
+(n_train, n_items) holds exact CE scores of the train (anchor) queries and
+``C = S_train[:, anchors]``; approximate scores are ``e_q @ E``; the top ``k_r``
+are re-ranked by exact CE score. Cost: ``k_i + k_r`` CE calls.
+
+ADACUR (Yadav et al., 2023; the AXN paper's strongest baseline): the same
+approximation, but over R rounds, with the items scored so far as the anchor
+columns, each round adding the top items not yet scored.
+
+Both need *dense* train rows: every train query scored against every item.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes, top_new
+from axn_fast._validation import as_float32_array, as_ids, check_int
+from axn_fast.search.results import SearchResult
+
+VARIANTS = ("reference", "improved")
+
+
+def _train_scores(train_scores) -> np.ndarray:
+    return as_float32_array(train_scores, "train_scores", ndim=(2,), allow_empty=False)
+
+
+def pinv_float32(C: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of a float32 matrix, cutting singular values below ``max(C.shape) * eps32``
+    of the largest (float32 round-off), where numpy's default cutoff (1e-15) keeps round-off
+    directions and blows them up when C is rank-deficient (more anchors than the rank)."""
+    return np.linalg.pinv(C, rcond=max(C.shape) * float(np.finfo(np.float32).eps))
+
+
+class ANNCUR:
+    """ANNCUR with ``n_anchors`` (k_i) anchor items drawn at random.
+
+    Args:
+        train_scores: (n_train, n_items) exact CE scores of the train queries against
+            every item (the paper's R_anc; rows are the anchor queries).
+        n_anchors: k_i, the number of anchor items (CE calls to embed a test query).
+        variant: ``"reference"`` reproduces the authors' public code: the k_r retrieved
+            items may include anchors (they are scored again and counted again), and the
+            anchors' scores are not merged into the final ranking, so ``scored_ids`` of the
+            result holds only the k_r re-ranked items while ``rounds[0]`` holds the anchors.
+            ``"improved"`` excludes the anchors from retrieval and ranks anchors and
+            retrieved items together, so the same budget buys k_i + k_r distinct items;
+            it also cuts singular values at float32 round-off (:func:`pinv_float32`), so a
+            rank-r matrix is recovered exactly for any k_i >= r (the reference cutoff,
+            numpy's 1e-15, recovers it only when C has full column rank, e.g. k_i = r).
+        seed: anchors are ``sorted(numpy.random.default_rng(seed).choice(n_items, k_i,
+            replace=False))``, as in the authors' code.
+
+    Attributes: anchors (k_i,) int64; item_emb (k_i, n_items) float32, ``E = pinv(C) @ S_train``
+    computed in float32 with numpy's default pseudo-inverse tolerance.
+    """
+
+    def __init__(self, train_scores, n_anchors: int, *, variant: str = "improved", seed: Optional[int] = 0):
+        S = _train_scores(train_scores)
+        n_items = S.shape[1]
+        self.n_anchors = check_int(n_anchors, "n_anchors", minimum=1, maximum=n_items)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
+        self.n_items = n_items
+        rng = np.random.default_rng(seed)
+        self.anchors = np.asarray(sorted(rng.choice(n_items, self.n_anchors, replace=False)), dtype=np.int64)
+        C = S[:, self.anchors]
+        # (k_i, n_train), float32 in, float32 out; the reference keeps numpy's default cutoff
+        U = np.linalg.pinv(C) if variant == "reference" else pinv_float32(C)
+        self.item_emb = np.ascontiguousarray(U @ S, dtype=np.float32)
+
+    def approx_scores(self, anchor_scores) -> np.ndarray:
+        """(n_items,) approximate CE scores ``e_q @ E`` from the (k_i,) exact anchor scores."""
+        e_q = as_float32_array(anchor_scores, "anchor_scores", ndim=(1,), dim=self.n_anchors)
+        return e_q @ self.item_emb
+
+    def search(self, q, ce, budget: int, *, k: int = 10) -> SearchResult:
+        """Spend ``budget`` CE calls on query ``q``: k_i anchors, then k_r = budget - k_i re-ranked.
+
+        ce(q, ids) -> (len(ids),) exact scores. Returns a SearchResult with n_ce_calls = budget.
+        """
+        budget, k = check_budget(budget, k, self.n_items)
+        k_r = budget - self.n_anchors
+        pool = self.n_items if self.variant == "reference" else self.n_items - self.n_anchors
+        if k_r < 1:
+            raise ValueError(f"budget must exceed n_anchors (k_i={self.n_anchors}) so that at least one "
+                             f"item is retrieved, got budget={budget}")
+        if k_r > pool:
+            raise ValueError(f"budget - n_anchors (k_r={k_r}) exceeds the {pool} items that can be retrieved")
+        if self.variant == "reference" and k > k_r:
+            raise ValueError(f"k must be <= k_r = budget - n_anchors ({k_r}) in the reference variant, got {k}")
+        acc = ScoredSoFar(q, ce, k)
+        e_q = acc.score(self.anchors)
+        t0 = time.perf_counter()
+        approx = self.approx_scores(e_q)
+        exclude = None if self.variant == "reference" else self.anchors
+        retrieved = top_new(approx, k_r, exclude)
+        t_search = time.perf_counter() - t0
+        scores = acc.score(retrieved, seconds_search=t_search)
+        if self.variant == "reference":
+            return acc.result(ranked_ids=retrieved, ranked_scores=scores)
+        return acc.result()
+
+
+class ADACUR:
+    """Adaptive multi-round CUR search (ADACUR).
+
+    Args:
+        train_scores: (n_train, n_items) dense exact CE scores of the train queries.
+
+    In round r the items scored so far, A, are the anchor columns: with
+    ``C = S_train[:, A]`` and the query's exact scores ``a`` at A, approximate scores are
+    ``(a @ pinv(C)) @ S_train``; the top ``budget/rounds`` items not yet scored are added.
+    """
+
+    def __init__(self, train_scores):
+        self.train_scores = _train_scores(train_scores)
+        self.n_items = self.train_scores.shape[1]
+
+    def approx_scores(self, anchor_ids, anchor_scores) -> np.ndarray:
+        """(n_items,) approximate scores with ``anchor_ids`` (m,) as the CUR columns."""
+        C = self.train_scores[:, anchor_ids].astype(np.float64)
+        # w = a @ pinv(C) is the minimum-norm least-squares solution of Cᵀ w = a: lstsq gets it
+        # without forming pinv(C); float64 is both faster than LAPACK's float32 SVD here and safer
+        rcond = max(C.shape) * float(np.finfo(np.float32).eps)
+        w = np.linalg.lstsq(C.T, np.asarray(anchor_scores, dtype=np.float64), rcond=rcond)[0]
+        return w.astype(np.float32) @ self.train_scores
+
+    def search(self, q, ce, budget: int, *, k: int = 10, rounds: int = 5, init=None,
+               seed: Optional[int] = 0) -> SearchResult:
+        """Adaptive search for query ``q`` with ``budget`` CE calls over ``rounds`` rounds.
+
+        init: (>= budget/rounds,) ranked item ids whose first items form round 1 (e.g. from a
+            dual encoder or TF-IDF); None draws them uniformly at random with ``seed``.
+        """
+        rounds = check_int(rounds, "rounds", minimum=1)
+        budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
+        sizes = round_sizes(budget, rounds)
+        acc = ScoredSoFar(q, ce, k)
+        if init is None:
+            first = np.random.default_rng(seed).choice(self.n_items, sizes[0], replace=False).astype(np.int64)
+        else:
+            init = as_ids(init, "init", self.n_items)
+            first = init[np.sort(np.unique(init, return_index=True)[1])][: sizes[0]]
+            if first.size < sizes[0]:
+                raise ValueError(f"init must hold at least {sizes[0]} distinct ids (budget/rounds), got {first.size}")
+        acc.score(first)
+        for n_r in sizes[1:]:
+            ids, scores = acc.all_ids, acc.all_scores
+            t0 = time.perf_counter()
+            approx = self.approx_scores(ids, scores)
+            t1 = time.perf_counter()
+            new = top_new(approx, n_r, ids)
+            t2 = time.perf_counter()
+            # the fit uses the items scored up to the previous round: record it there
+            fit = approx[ids] - scores
+            acc.rounds[-1].seconds_solve = t1 - t0
+            acc.rounds[-1].fit_rmse = float(np.sqrt(np.mean(fit * fit)))
+            acc.score(new, seconds_search=t2 - t1)
+        return acc.result()
