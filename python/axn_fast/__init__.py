@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from axn_fast._core import __version__ as _core_version  # noqa: F401  (fails early if the build is broken)
-from axn_fast.errors import CrossEncoderError, SearchInterrupted
+from axn_fast.errors import CrossEncoderError, PaidWorkInterrupted, ScoreMatrixInterrupted, SearchInterrupted
 from axn_fast.search.index import Index
 from axn_fast.search.results import RoundInfo, SearchResult
 from axn_fast.methods.rerank import retrieve_and_rerank
@@ -32,7 +32,6 @@ _LAZY = {
     # issue 4: offline indexing
     "build_score_matrix": ".indexing.score_matrix",
     "ScoreMatrix": ".indexing.score_matrix",
-    "ScoreMatrixInterrupted": ".indexing.score_matrix",
     "factorize": ".indexing.factorize",
     "FactorizationHistory": ".indexing.factorize",
     "InductiveMF": ".indexing.inductive",
@@ -59,6 +58,8 @@ __all__ = [
     "RoundInfo",
     "SearchInterrupted",
     "CrossEncoderError",
+    "PaidWorkInterrupted",
+    "ScoreMatrixInterrupted",
     "retrieve_and_rerank",
     "topk_recall",
     "DenseScoreCE",

