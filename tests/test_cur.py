@@ -206,7 +206,7 @@ if given is not None:
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.data())
     def test_top_new_is_a_tie_aware_stable_top_n(values, data):
-        from axn_fast.search.budget import top_new
+        from axn_fast.search.topk import top_ids as top_new
 
         x = np.array(values, dtype=np.float32)  # few distinct values: many ties
         exclude = np.array(sorted(data.draw(st.sets(st.integers(0, len(x) - 1), max_size=len(x)))),

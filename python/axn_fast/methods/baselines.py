@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from axn_fast.search.budget import ScoredSoFar
+from axn_fast.search.ledger import ScoreLedger
 from axn_fast._validation import as_float32_array, check_float, check_int
 from axn_fast.search.results import SearchResult
 
@@ -31,7 +31,7 @@ def exact_search(q, ce, n_items: int, *, k: int = 10, batch_size: int = 1024) ->
     n_items = check_int(n_items, "n_items", minimum=1)
     k = check_int(k, "k", minimum=1, maximum=n_items)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    acc = ScoredSoFar(q, ce, k)
+    acc = ScoreLedger(q, ce, k)
     for start in range(0, n_items, batch_size):
         acc.score(np.arange(start, min(start + batch_size, n_items), dtype=np.int64))
     return acc.result()

@@ -20,7 +20,9 @@ from typing import Optional
 
 import numpy as np
 
-from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes, top_new
+from axn_fast.search.budget import check_budget, round_sizes
+from axn_fast.search.ledger import ScoreLedger
+from axn_fast.search.topk import top_ids
 from axn_fast._validation import as_float32_array, as_ids, check_int
 from axn_fast.search.results import SearchResult
 
@@ -96,12 +98,12 @@ class ANNCUR:
             raise ValueError(f"budget - n_anchors (k_r={k_r}) exceeds the {pool} items that can be retrieved")
         if self.variant == "reference" and k > k_r:
             raise ValueError(f"k must be <= k_r = budget - n_anchors ({k_r}) in the reference variant, got {k}")
-        acc = ScoredSoFar(q, ce, k)
+        acc = ScoreLedger(q, ce, k)
         e_q = acc.score(self.anchors)
         t0 = time.perf_counter()
         approx = self.approx_scores(e_q)
         exclude = None if self.variant == "reference" else self.anchors
-        retrieved = top_new(approx, k_r, exclude)
+        retrieved = top_ids(approx, k_r, exclude)
         t_search = time.perf_counter() - t0
         scores = acc.score(retrieved, seconds_search=t_search)
         if self.variant == "reference":
@@ -143,7 +145,7 @@ class ADACUR:
         rounds = check_int(rounds, "rounds", minimum=1)
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
         sizes = round_sizes(budget, rounds)
-        acc = ScoredSoFar(q, ce, k)
+        acc = ScoreLedger(q, ce, k)
         if init is None:
             first = np.random.default_rng(seed).choice(self.n_items, sizes[0], replace=False).astype(np.int64)
         else:
@@ -157,7 +159,7 @@ class ADACUR:
             t0 = time.perf_counter()
             approx = self.approx_scores(ids, scores)
             t1 = time.perf_counter()
-            new = top_new(approx, n_r, ids)
+            new = top_ids(approx, n_r, ids)
             t2 = time.perf_counter()
             # the fit uses the items scored up to the previous round: record it there
             fit = approx[ids] - scores

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from axn_fast.search.budget import top_new
+from axn_fast.search.topk import top_ids
 from axn_fast._validation import check_int
 
 
@@ -39,7 +39,7 @@ class _Retriever:
         for start in range(0, len(queries), batch_size):
             block = self.scores(queries[start:start + batch_size])
             for j, row in enumerate(block):
-                out[start + j] = top_new(row, m)
+                out[start + j] = top_ids(row, m)
         return out
 
 

@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from axn_fast.search.budget import ScoredSoFar
+from axn_fast.search.ledger import ScoreLedger
 from axn_fast._validation import check_int
 from axn_fast.search.results import SearchResult
 
@@ -35,6 +35,6 @@ def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
     _, first = np.unique(cand, return_index=True)
-    scored = ScoredSoFar(q, ce, k)
+    scored = ScoreLedger(q, ce, k)
     scored.score(cand[np.sort(first)][:budget])
     return scored.result()

@@ -20,7 +20,9 @@ from typing import Optional
 
 import numpy as np
 
-from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes, top_new
+from axn_fast.search.budget import check_budget, round_sizes
+from axn_fast.search.ledger import ScoreLedger
+from axn_fast.search.topk import top_ids
 from axn_fast._validation import as_float32_array, as_ids, check_float, check_int
 from axn_fast.search.results import SearchResult
 
@@ -98,7 +100,7 @@ class TOUR:
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
         u = as_float32_array(u0, "u0", ndim=(1,), dim=self.dim).astype(np.float64)
         sizes = round_sizes(budget, rounds)
-        acc = ScoredSoFar(q, ce, k)
+        acc = ScoreLedger(q, ce, k)
         for r, n_r in enumerate(sizes):
             t0 = time.perf_counter()
             if r == 0 and init is not None:
@@ -107,7 +109,7 @@ class TOUR:
                 if new.size < n_r:
                     raise ValueError(f"init must hold at least {n_r} distinct ids (budget/rounds), got {new.size}")
             else:
-                new = top_new((self.item_emb @ u.astype(np.float32)), n_r, acc.all_ids if r else None)
+                new = top_ids((self.item_emb @ u.astype(np.float32)), n_r, acc.all_ids if r else None)
             t1 = time.perf_counter()
             acc.score(new, seconds_search=t1 - t0)
             ids, targets = acc.all_ids, acc.all_scores.astype(np.float64)

@@ -7,7 +7,8 @@ from typing import Callable
 import numpy as np
 
 from axn_fast import _core
-from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes
+from axn_fast.search.budget import check_budget, round_sizes
+from axn_fast.search.ledger import ScoreLedger
 from axn_fast._validation import as_float32_array, as_ids, check_float
 from axn_fast.search.results import SearchResult
 
@@ -60,7 +61,7 @@ def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds:
     V = index.vectors
     norm = index.normalization
     solver = _core.IncrementalLstsq(d)
-    scored = ScoredSoFar(q, ce, k)
+    scored = ScoreLedger(q, ce, k)
 
     for r, size in enumerate(round_sizes(budget, rounds)):
         t0 = time.perf_counter()
