@@ -19,7 +19,8 @@ import numpy as np
 
 from axn_fast import _core
 from axn_fast._validation import as_float32_array, check_float, check_int, resolve_num_threads
-from axn_fast.indexing.score_matrix import ScoreMatrix, _show_bar
+from axn_fast._progress import progress
+from axn_fast.indexing.score_matrix import ScoreMatrix
 
 
 @dataclass
@@ -134,11 +135,7 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
     sgd = _core.SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
     hist = FactorizationHistory()
     best = (np.inf, None, None)
-    bar = None
-    if _show_bar(show_progress_bar):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, desc="MF_TRNS (SGD)", unit="epoch")
+    bar = progress(total=epochs, desc="MF_TRNS (SGD)", unit="epoch", show=show_progress_bar)
     try:
         for t in range(epochs):
             lr_t = lr / (1.0 + lr_decay * t)
@@ -151,16 +148,13 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
             hist.train_rmse.append(float(train))
             hist.lr.append(lr_t)
             hist.best_epoch = t
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if val is None:
-                if bar is not None:
-                    bar.set_postfix(train_rmse=f"{train:.4f}")
+                bar.set_postfix(train_rmse=f"{train:.4f}", refresh=False)
                 continue
             v = float(_core.sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
             hist.val_rmse.append(v)
-            if bar is not None:
-                bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}")
+            bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}", refresh=False)
             if v < best[0]:
                 best = (v, t, (U.copy(), V.copy()) if restore_best else None)
             if target_rmse is not None and v <= target_rmse:
@@ -170,8 +164,7 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
                 hist.stopped_early = True
                 break
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if val is not None and restore_best and best[2] is not None and best[1] != hist.best_epoch:
         U, V = best[2]
         hist.best_epoch = best[1]

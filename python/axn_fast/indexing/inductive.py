@@ -24,7 +24,8 @@ from typing import List, Optional
 import numpy as np
 
 from axn_fast._validation import as_float32_array, check_float, check_int
-from axn_fast.indexing.score_matrix import ScoreMatrix, _show_bar
+from axn_fast._progress import progress
+from axn_fast.indexing.score_matrix import ScoreMatrix
 
 SKIP_INIT = -5.0
 _FORMAT = "axn_fast.inductive_mf"
@@ -133,11 +134,7 @@ class InductiveMF:
         params = list(self.query_mlp.parameters()) + list(self.item_mlp.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         gen = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
-        bar = None
-        if _show_bar(show_progress_bar):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, desc="MF_IND (AdamW)", unit="epoch")
+        bar = progress(total=epochs, desc="MF_IND (AdamW)", unit="epoch", show=show_progress_bar)
         try:
             for _ in range(epochs):
                 t0 = time.perf_counter()
@@ -158,12 +155,10 @@ class InductiveMF:
                 self.history.seconds.append(time.perf_counter() - t0)
                 if val is not None:
                     self.history.val_rmse.append(self.rmse(val, Q, I))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(train_rmse=f"{self.history.train_rmse[-1]:.4f}")
+                bar.update(1)
+                bar.set_postfix(train_rmse=f"{self.history.train_rmse[-1]:.4f}", refresh=False)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             torch.set_num_threads(old_threads)
             self.query_mlp.cpu().eval()
             self.item_mlp.cpu().eval()

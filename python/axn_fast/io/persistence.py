@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from axn_fast.indexing.score_matrix import _atomic_write, _fsync_dir
+from axn_fast.io.files import atomic_write as _atomic_write, fsync_dir as _fsync_dir
 
 FORMAT = "axn_fast.index"
 FORMAT_VERSION = 1
