@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class FactorizationHistory:
     stopped_early: bool = False
 
 
-def _init_factor(X0, n: int, dim: int, scale: float, rng, name: str) -> np.ndarray:
+def _init_factor(X0: Any, n: int, dim: int, scale: float, rng: np.random.Generator, name: str) -> np.ndarray:
     if X0 is None:
         return (scale * rng.standard_normal((n, dim))).astype(np.float32)
     X = as_float32_array(X0, name, ndim=(2,))
@@ -53,7 +53,9 @@ def _init_factor(X0, n: int, dim: int, scale: float, rng, name: str) -> np.ndarr
     return X.copy()  # never update the caller's array
 
 
-def _as_validation(validation, shape) -> Optional[ScoreMatrix]:
+def as_validation(validation: Any, shape: Tuple[int, int]) -> Optional[ScoreMatrix]:
+    """Held-out entries of a matrix of ``shape`` as a ScoreMatrix: a ScoreMatrix, a scipy sparse
+    matrix, (rows, cols, vals) or (rows, cols, vals, shape); None stays None."""
     if validation is None:
         return None
     if isinstance(validation, (tuple, list)) and len(validation) == 3:
@@ -64,11 +66,11 @@ def _as_validation(validation, shape) -> Optional[ScoreMatrix]:
     return V
 
 
-def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 20, lr: float = 0.01,
-              reg: float = 0.01, lr_decay: float = 0.0, num_threads: int = 0, seed: Optional[int] = None,
-              validation=None, patience: Optional[int] = None, restore_best: bool = True,
-              target_rmse: Optional[float] = None, n_blocks: int = 16, show_progress_bar=None,
-              ) -> Tuple[np.ndarray, np.ndarray, FactorizationHistory]:
+def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = None, epochs: int = 20,
+              lr: float = 0.01, reg: float = 0.01, lr_decay: float = 0.0, num_threads: int = 0,
+              seed: Optional[int] = None, validation: Any = None, patience: Optional[int] = None,
+              restore_best: bool = True, target_rmse: Optional[float] = None, n_blocks: int = 16,
+              show_progress_bar: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray, FactorizationHistory]:
     """Fit U (n_queries, dim) and V (n_items, dim) to the observed entries of G.
 
     G : :class:`~axn_fast.indexing.score_matrix.ScoreMatrix`, a scipy sparse matrix, or
@@ -128,7 +130,7 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
     scale = float(np.sqrt(0.1 * max(rms, 1e-6) / np.sqrt(dim)))
     U = _init_factor(U0, n_rows, dim, scale, rng, "U0")
     V = _init_factor(V0, n_cols, dim, scale, rng, "V0")
-    val = _as_validation(validation, G.shape)
+    val = as_validation(validation, G.shape)
     if val is None and (patience is not None or target_rmse is not None):
         raise ValueError("patience and target_rmse need validation entries")
 
@@ -171,7 +173,7 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
     return U, V, hist
 
 
-def rmse(G, U, V, *, num_threads: int = 0) -> float:
+def rmse(G: Any, U: Any, V: Any, *, num_threads: int = 0) -> float:
     """RMSE of the observed entries of G against U V^T (double-precision sums)."""
     G = ScoreMatrix.from_any(G)
     U = as_float32_array(U, "U", ndim=(2,))
