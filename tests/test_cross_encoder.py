@@ -60,16 +60,16 @@ def test_emb_pooling_matches_hand_computation_tiny(tiny, head):
 def test_item_is_truncated_first(tiny):
     # max_length 20: the 8-token query keeps all its tokens, the items are cut to 9 tokens
     ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=20, show_progress_bar=False)
-    assert len(ce._query_ids(QUERY)) == 8
+    assert len(ce.tokenizer(QUERY, add_special_tokens=False)["input_ids"]) == 8
     got = ce(QUERY, np.arange(len(ITEMS)))
     np.testing.assert_allclose(got, hand_emb_scores(tiny, QUERY, ITEMS, "emb-dot", max_length=20),
                                rtol=1e-4, atol=1e-5)
     ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=16, show_progress_bar=False)
     # a query longer than the whole room keeps at most half of it; the item keeps the rest
     long_q = " ".join(["word"] * 40)
-    tensors = ce._batch_tensors(ce._query_ids(long_q), np.array([1]))
-    qmask, imask = tensors[3], tensors[4]
-    assert tensors[0].shape[1] == 16 and qmask.sum() + imask.sum() == 13 and imask.sum() == 6
+    batch = ce._batch_tensors(long_q, np.array([1]))
+    qmask, imask = batch["query_mask"], batch["item_mask"]
+    assert batch["input_ids"].shape[1] == 16 and qmask.sum() + imask.sum() == 13 and imask.sum() == 6
 
 
 def test_real_minilm_pooling_on_a_few_pairs():
@@ -110,11 +110,11 @@ def _spy(ce, fail_on_batch=None):
     calls = []
     real = ce._forward
 
-    def forward(*tensors):
-        calls.append(int(tensors[0].shape[0]))
+    def forward(batch):
+        calls.append(int(batch["input_ids"].shape[0]))
         if fail_on_batch is not None and len(calls) == fail_on_batch:
             raise RuntimeError("simulated failure (e.g. out of memory)")
-        return real(*tensors)
+        return real(batch)
 
     ce._forward = forward
     return calls
@@ -154,7 +154,7 @@ def test_failing_batch_keeps_the_cache_consistent(tiny):
 
 def test_nan_from_the_model_is_not_cached(tiny):
     ce = HFCrossEncoder(tiny, ITEMS, batch_size=8, show_progress_bar=False)
-    ce._forward = lambda *t: np.full(t[0].shape[0], np.nan, np.float32)
+    ce._forward = lambda batch: np.full(batch["input_ids"].shape[0], np.nan, np.float32)
     from axn_fast import CrossEncoderError
 
     with pytest.raises(CrossEncoderError, match="non-finite"):
