@@ -136,7 +136,7 @@ def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = No
 
     sgd = _core.SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
     hist = FactorizationHistory()
-    best = (np.inf, None, None)
+    best_rmse, best_epoch, best_uv = np.inf, -1, None
     bar = progress(total=epochs, desc="MF_TRNS (SGD)", unit="epoch", show=show_progress_bar)
     try:
         for t in range(epochs):
@@ -157,19 +157,19 @@ def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = No
             v = float(_core.sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
             hist.val_rmse.append(v)
             bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}", refresh=False)
-            if v < best[0]:
-                best = (v, t, (U.copy(), V.copy()) if restore_best else None)
+            if v < best_rmse:
+                best_rmse, best_epoch, best_uv = v, t, ((U.copy(), V.copy()) if restore_best else None)
             if target_rmse is not None and v <= target_rmse:
                 hist.stopped_early = t < epochs - 1
                 break
-            if patience is not None and t - best[1] >= patience:
+            if patience is not None and t - best_epoch >= patience:
                 hist.stopped_early = True
                 break
     finally:
         bar.close()
-    if val is not None and restore_best and best[2] is not None and best[1] != hist.best_epoch:
-        U, V = best[2]
-        hist.best_epoch = best[1]
+    if val is not None and restore_best and best_uv is not None and best_epoch != hist.best_epoch:
+        U, V = best_uv
+        hist.best_epoch = best_epoch
     return U, V, hist
 
 

@@ -45,7 +45,7 @@ def _skip_mlp_class() -> Any:
     torch = _torch()
     nn = torch.nn
 
-    class SkipMLP(nn.Module):
+    class SkipMLP(nn.Module):  # type: ignore[name-defined,misc]  # torch is imported lazily
         """x -> sigmoid(w) (b2 + W2^T gelu(b1 + W1^T x)) + (1 - sigmoid(w)) x."""
 
         def __init__(self, dim: int, hidden: int) -> None:

@@ -145,7 +145,7 @@ def _select_pairs(strategy: str, n_queries: int, n_items: int, k_d: int, Q: Opti
     if strategy == "de-topk":
         assert Q is not None and I is not None
         index = Index(I, num_threads=num_threads)
-        out = []
+        out: List[np.ndarray] = []
         for s in range(0, n_queries, 1024):
             _, ids = index.search(Q[s:s + 1024], k_d)
             out.extend(np.sort(row) for row in ids)

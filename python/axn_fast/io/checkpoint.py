@@ -204,8 +204,10 @@ class Checkpoint:
             raise CheckpointMismatch(f"checkpoint_dir {str(self.dir)!r} has checkpoint format version "
                                      f"{doc.get('format_version')!r}; this axn_fast writes {FORMAT_VERSION}")
         if doc.get("config_sha256") != self.config_sha256:
-            old = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-            diff = sorted(k.lstrip("_") for k in set(self.config) | set(old) if self.config.get(k) != old.get(k))
+            prev = doc.get("config")
+            prev_config: Dict[str, Any] = prev if isinstance(prev, dict) else {}
+            diff = sorted(k.lstrip("_") for k in set(self.config) | set(prev_config)
+                          if self.config.get(k) != prev_config.get(k))
             raise CheckpointMismatch(
                 f"checkpoint_dir {str(self.dir)!r} holds a {doc.get('kind')!r} job with a different "
                 f"configuration (differs in: {', '.join(diff) or 'its hash'}); use "

@@ -189,9 +189,12 @@ def load_vectors(path: PathLike, *, mmap: bool = True, verify: Verify = "cheap")
     mode = check_verify(verify)
     root = Path(path)
     doc = read_manifest(root, fmt=FORMAT, versions=READABLE_VERSIONS, error=IndexFileError, what="saved index")
-    n, d, dtype, files = doc.get("n_items"), doc.get("dim"), doc.get("dtype"), doc.get("files")
-    if not (_is_int(n) and _is_int(d) and n >= 1 and d >= 1 and dtype in ("float32", "float16")):
-        raise IndexFileError(f"the manifest in {str(root)!r} has invalid n_items/dim/dtype: {n!r}, {d!r}, {dtype!r}")
+    n_raw, d_raw, dtype, files = doc.get("n_items"), doc.get("dim"), doc.get("dtype"), doc.get("files")
+    if not (isinstance(n_raw, int) and isinstance(d_raw, int) and _is_int(n_raw) and _is_int(d_raw)
+            and n_raw >= 1 and d_raw >= 1 and dtype in ("float32", "float16")):
+        raise IndexFileError(f"the manifest in {str(root)!r} has invalid n_items/dim/dtype: {n_raw!r}, {d_raw!r}, "
+                             f"{dtype!r}")
+    n, d = int(n_raw), int(d_raw)
     if not isinstance(files, dict) or VECTORS not in files:
         raise IndexFileError(f"the manifest in {str(root)!r} lists no {VECTORS}")
     fpath = check_file(root, VECTORS, files[VECTORS], hash=mode == "full", error=IndexFileError)
