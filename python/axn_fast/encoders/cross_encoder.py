@@ -452,6 +452,13 @@ class SentenceTransformersCE(CachedCrossEncoder):
     cross_encoder: a loaded ``sentence_transformers.CrossEncoder`` with one
     output per pair; items: the item texts; batch_size: pairs per ``predict``
     call (each call's scores are cached as soon as it returns).
+
+    Scores are the model's raw logits: ``predict`` is called with an identity
+    activation (``activation_fn`` since sentence-transformers 3/4,
+    ``activation_fct`` before), not the Sigmoid it applies by default to
+    one-label models, so AXN fits the same numbers ``HFCrossEncoder(head="cls")``
+    returns for the checkpoint (least squares on squashed scores is a
+    different, worse problem).
     """
 
     def __init__(self, cross_encoder, items, *, batch_size: int = 32,
@@ -467,6 +474,18 @@ class SentenceTransformersCE(CachedCrossEncoder):
         super().__init__(items, cache=cache)
         self.cross_encoder = cross_encoder
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        import inspect
+
+        import torch
+
+        params = inspect.signature(cross_encoder.predict).parameters
+        if "activation_fn" in params:
+            self._raw = {"activation_fn": torch.nn.Identity()}
+        elif "activation_fct" in params:
+            self._raw = {"activation_fct": torch.nn.Identity()}
+        else:
+            raise ImportError("this sentence-transformers version's CrossEncoder.predict takes no activation "
+                              "argument, so raw logits cannot be asked for; use sentence-transformers >= 2.2")
 
     @property
     def _namespace(self):
@@ -476,8 +495,8 @@ class SentenceTransformersCE(CachedCrossEncoder):
         for s in range(0, ids.shape[0], self.batch_size):
             b = ids[s:s + self.batch_size]
             pairs = [(query, self.items[i]) for i in b.tolist()]
-            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size,
-                                                        show_progress_bar=False, convert_to_numpy=True))
+            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                        convert_to_numpy=True, **self._raw))
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
             if out.ndim != 1:
