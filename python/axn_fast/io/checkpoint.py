@@ -146,7 +146,10 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ open / close
     def open(self) -> "Checkpoint":
-        """Lock the directory, check or write its configuration, and read every result on disk."""
+        """Lock the directory, check or write its configuration, and read every result on disk
+        (a no-op when already open)."""
+        if self._lock.held:
+            return self
         if self.dir.exists() and not self.dir.is_dir():
             raise NotADirectoryError(f"checkpoint_dir {str(self.dir)!r} exists and is not a directory")
         self.dir.mkdir(parents=True, exist_ok=True)
