@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from axn_fast import _core
+from axn_fast._core import SparseSgd, sparse_rmse
 from axn_fast._validation import as_float32_array, check_float, check_int, resolve_num_threads
 from axn_fast._progress import progress
 from axn_fast.indexing.score_matrix import ScoreMatrix
@@ -134,7 +134,7 @@ def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = No
     if val is None and (patience is not None or target_rmse is not None):
         raise ValueError("patience and target_rmse need validation entries")
 
-    sgd = _core.SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
+    sgd = SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
     hist = FactorizationHistory()
     best_rmse, best_epoch, best_uv = np.inf, -1, None
     bar = progress(total=epochs, desc="MF_TRNS (SGD)", unit="epoch", show=show_progress_bar)
@@ -154,7 +154,7 @@ def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = No
             if val is None:
                 bar.set_postfix(train_rmse=f"{train:.4f}", refresh=False)
                 continue
-            v = float(_core.sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
+            v = float(sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
             hist.val_rmse.append(v)
             bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}", refresh=False)
             if v < best_rmse:
@@ -180,4 +180,4 @@ def rmse(G: Any, U: Any, V: Any, *, num_threads: int = 0) -> float:
     V = as_float32_array(V, "V", ndim=(2,), dim=U.shape[1])
     if U.shape[0] != G.shape[0] or V.shape[0] != G.shape[1]:
         raise ValueError(f"U {U.shape} and V {V.shape} do not match G's shape {G.shape}")
-    return float(_core.sparse_rmse(G.rows, G.cols, G.vals, U, V, resolve_num_threads(num_threads)))
+    return float(sparse_rmse(G.rows, G.cols, G.vals, U, V, resolve_num_threads(num_threads)))
