@@ -49,11 +49,11 @@ def _to_numpy(out: object) -> np.ndarray:
     if isinstance(out, np.ndarray):
         return out
     if hasattr(out, "detach") and callable(getattr(out, "detach")):
-        out = out.detach()  # type: ignore[attr-defined]  # requires_grad tensors refuse __array__
+        out = out.detach()  # requires_grad tensors refuse __array__
         if hasattr(out, "float") and callable(getattr(out, "float")):
-            out = out.float()  # type: ignore[attr-defined]  # bf16/fp16 -> fp32 (numpy has no bf16)
+            out = out.float()  # bf16/fp16 -> fp32 (numpy has no bf16)
         if hasattr(out, "cpu") and callable(getattr(out, "cpu")):
-            out = out.cpu()  # type: ignore[attr-defined]
+            out = out.cpu()
     return np.asarray(out)
 
 

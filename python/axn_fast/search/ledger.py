@@ -85,7 +85,7 @@ class ScoreLedger:
     def result(self, *, ranked_ids: Optional[ArrayLike] = None, ranked_scores: Optional[ArrayLike] = None,
                u: Optional[NDArray[np.float32]] = None) -> SearchResult:
         """The SearchResult so far; ``ranked_*`` restrict the scored set that is ranked and reported."""
-        if ranked_ids is None:
+        if ranked_ids is None or ranked_scores is None:
             ranked_ids, ranked_scores = self.all_ids, self.all_scores
         if u is None and self.u is not None:
             u = self.u.copy()

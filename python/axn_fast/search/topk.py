@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from axn_fast import _core
+from axn_fast._core import topk_ip
 from axn_fast._validation import as_float32_array, as_ids, check_int
 
 __all__ = ["top_ids"]
@@ -38,6 +38,6 @@ def top_ids(scores: ArrayLike, n: int, exclude: Optional[ArrayLike] = None) -> N
     n = check_int(n, "n", minimum=0)
     ex = _EMPTY if exclude is None else as_ids(exclude, "exclude", x.shape[0])
     n = min(n, x.shape[0])
-    _, ids = _core.topk_ip(x.reshape(-1, 1), _ONE, n, ex, np.array([0, ex.size], dtype=np.int64), 1, -1.0)
+    _, ids = topk_ip(x.reshape(-1, 1), _ONE, n, ex, np.array([0, ex.size], dtype=np.int64), 1, -1.0)
     out = ids[0]
     return np.ascontiguousarray(out[out >= 0])
