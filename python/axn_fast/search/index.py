@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -13,6 +13,7 @@ from axn_fast._validation import as_float32_array, as_ids, check_int, resolve_nu
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.io.persistence import Verify, load_vectors, save_vectors
 from axn_fast.search.adaptive import adaptive_search as _adaptive_search
+from axn_fast.search.batch import PerQuery, adaptive_search_batch as _adaptive_search_batch
 from axn_fast.search.normalization import NormalizationLike, as_normalization
 from axn_fast.search.protocol import Exclude
 from axn_fast.search.results import SearchResult
@@ -199,6 +200,18 @@ class Index:
         """
         return _adaptive_search(self, q, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
                                 seed=seed, normalization=normalization)
+
+    def adaptive_search_batch(self, queries: Sequence[Any], ce: CrossEncoder, budget: PerQuery[int], *,
+                              k: PerQuery[int] = 10, rounds: PerQuery[int] = 5,
+                              init: Optional[Sequence[Optional[ArrayLike]]] = None,
+                              u0: Optional[Union[ArrayLike, Sequence[Optional[ArrayLike]]]] = None,
+                              lam: PerQuery[float] = 0.0, seed: PerQuery[Optional[int]] = None,
+                              normalization: NormalizationLike = None) -> List[SearchResult]:
+        """AXN for many queries in lockstep (one batched scan and one CE call per round); ``out[i]``
+        equals :meth:`adaptive_search` for ``queries[i]``. See
+        :func:`axn_fast.search.batch.adaptive_search_batch` for the parameters."""
+        return _adaptive_search_batch(self, queries, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
+                                      seed=seed, normalization=normalization)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Union[str, Path], *, overwrite: bool = False) -> Path:
