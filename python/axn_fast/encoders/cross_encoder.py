@@ -33,8 +33,8 @@ import numpy as np
 from axn_fast._progress import progress
 from axn_fast._validation import as_ids, check_int
 from axn_fast.encoders import _hf
+from axn_fast.encoders.boundary import check_scores
 from axn_fast.encoders.delta import apply_delta, read_delta
-from axn_fast.errors import CrossEncoderError
 
 HEADS = ("emb-dot", "emb-cos", "cls")
 
@@ -161,13 +161,7 @@ class CachedCrossEncoder:
         if todo.size:
             fresh_ids, fresh_scores = [], []
             for batch_ids, batch_scores in self._score_batches(query, todo):
-                batch_scores = np.asarray(batch_scores, dtype=np.float32).reshape(-1)
-                if batch_scores.shape[0] != batch_ids.shape[0]:
-                    raise CrossEncoderError(
-                        f"the model returned {batch_scores.shape[0]} scores for {batch_ids.shape[0]} pairs"
-                    )
-                if not np.isfinite(batch_scores).all():
-                    raise CrossEncoderError("the model returned a non-finite score (NaN or inf)")
+                batch_scores = check_scores(batch_scores, batch_ids.shape[0], ids=batch_ids)
                 self.cache.store(ns, query, batch_ids, batch_scores)  # kept even if a later batch fails
                 with self._count_lock:
                     self.n_calls += int(batch_ids.shape[0])
@@ -495,11 +489,6 @@ class SentenceTransformersCE(CachedCrossEncoder):
         for s in range(0, ids.shape[0], self.batch_size):
             b = ids[s:s + self.batch_size]
             pairs = [(query, self.items[i]) for i in b.tolist()]
-            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                                        convert_to_numpy=True, **self._raw))
-            if out.ndim == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            if out.ndim != 1:
-                raise CrossEncoderError(f"the CrossEncoder returned scores of shape {out.shape}; "
-                                        "one score per pair is needed (num_labels=1)")
-            yield b, out
+            # validated (one score per pair: num_labels=1) by CachedCrossEncoder through check_scores
+            yield b, self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                convert_to_numpy=True, **self._raw)
