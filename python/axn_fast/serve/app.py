@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.errors import PaidWorkInterrupted
 from axn_fast.indexing.bundle import IndexBundle
+from axn_fast.integrations.ranker import QueryEmbedder, Ranker, SearchRequest
 from axn_fast.search.normalization import NormalizationLike
 from axn_fast.search.protocol import VectorIndex
 from axn_fast.search.results import SearchResult
 from axn_fast.serve.batcher import Closing, DeadlineExceeded, DynamicBatcher, QueueFull
 from axn_fast.serve.metrics import ServiceMetrics
-from axn_fast.serve.service import QueryEmbedder, SearchRequest, SearchService
 
 __all__ = ["create_app", "SearchBody"]
 
@@ -59,7 +59,7 @@ def _field_error(field: str, message: str) -> JSONResponse:
     return JSONResponse({"detail": detail, "error": f"{field}: {message}"}, status_code=422)
 
 
-def create_app(target: Union[IndexBundle, SearchService, VectorIndex], ce: Optional[CrossEncoder] = None, *,
+def create_app(target: Union[IndexBundle, Ranker, VectorIndex], ce: Optional[CrossEncoder] = None, *,
                items: Optional[Sequence[str]] = None, embed: Optional[QueryEmbedder] = None,
                normalization: NormalizationLike = None, lam: float = 0.0, seed: Optional[int] = 0,
                default_k: int = 10, default_budget: int = 100, default_rounds: int = 5,
@@ -69,9 +69,9 @@ def create_app(target: Union[IndexBundle, SearchService, VectorIndex], ce: Optio
 
     target : an :class:`~axn_fast.indexing.bundle.IndexBundle` (its items,
         normalisation, dual-encoder for ``u0`` and, when ``ce`` is None, its CE),
-        a ready :class:`SearchService`, or a bare index (then ``ce`` is required).
+        a ready :class:`Ranker`, or a bare index (then ``ce`` is required).
     ce : the cross-encoder, called with query texts (``score_batch`` when it has it).
-    items, embed, normalization, lam, seed, default_* : see :class:`SearchService`
+    items, embed, normalization, lam, seed, default_* : see :class:`Ranker`
         (ignored for a ready service; for a bundle, ``items``/``normalization``
         come from it).
     max_batch : most requests per ``adaptive_search_batch`` call (1: no batching).
@@ -84,17 +84,17 @@ def create_app(target: Union[IndexBundle, SearchService, VectorIndex], ce: Optio
     drains the queue on shutdown; when mounted inside another app (whose
     lifespan does not reach it), call ``await app.state.batcher.close()`` there.
     """
-    if isinstance(target, SearchService):
+    if isinstance(target, Ranker):
         service = target
     else:
         opts: Dict[str, Any] = dict(lam=lam, seed=seed, default_k=default_k, default_budget=default_budget,
                                     default_rounds=default_rounds)
         if isinstance(target, IndexBundle):
-            service = SearchService.from_bundle(target, ce, device=device, embed=embed, **opts)
+            service = Ranker.from_bundle(target, ce, device=device, embed=embed, **opts)
         else:
             if ce is None:
                 raise TypeError("ce is required with a bare index (a bundle can build its own)")
-            service = SearchService(target, ce, items=items, embed=embed, normalization=normalization, **opts)
+            service = Ranker(target, ce, items=items, embed=embed, normalization=normalization, **opts)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
     metrics = ServiceMetrics()

@@ -9,8 +9,8 @@ from numpy.typing import NDArray
 from axn_fast.datasets.subset import load_wordnet_subset
 from axn_fast.evaluation.demo import demo_normalization
 from axn_fast.indexing.bundle import IndexBundle
+from axn_fast.integrations.ranker import QueryEmbedder
 from axn_fast.search.index import Index
-from axn_fast.serve.service import QueryEmbedder
 
 __all__ = ["wordnet_subset_bundle"]
 

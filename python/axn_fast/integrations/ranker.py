@@ -1,15 +1,18 @@
-"""The search a service runs: a batch of text queries through :func:`adaptive_search_batch`, no HTTP.
+"""AXN over text queries, the way retrieval libraries are used: ``Ranker.rank(query, top_k=, budget=)``.
 
-:class:`SearchService` holds what a saved search needs (index, cross-encoder,
-item texts, query embedder, normalisation) and answers a list of
-:class:`SearchRequest` with one :func:`~axn_fast.search.batch.adaptive_search_batch`
-call. The HTTP app (:mod:`axn_fast.serve.app`) and the framework adapters use it.
+:class:`Ranker` holds what a saved search needs (index, cross-encoder, item
+texts, query embedder, normalisation) and answers text queries, one
+(:meth:`Ranker.rank`, sentence-transformers' ``CrossEncoder.rank`` format:
+``[{"corpus_id", "score", "text"}]``) or many in lockstep (:meth:`Ranker.rank_batch`,
+:meth:`Ranker.search`: one :func:`~axn_fast.search.batch.adaptive_search_batch`
+call). The HTTP service (:mod:`axn_fast.serve`) and the LangChain / LlamaIndex
+retrievers are built on it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,10 +24,13 @@ from axn_fast.search.normalization import NormalizationLike, as_normalization
 from axn_fast.search.protocol import VectorIndex
 from axn_fast.search.results import SearchResult
 
-__all__ = ["SearchRequest", "SearchService", "QueryEmbedder", "dual_encoder_embedder"]
+__all__ = ["Ranker", "SearchRequest", "QueryEmbedder", "Hit", "dual_encoder_embedder", "rank"]
 
 QueryEmbedder = Callable[[List[str]], NDArray[np.float32]]
 """``embed(texts) -> (len(texts), d)`` float32 query embeddings ``u0`` (DE or MF_IND)."""
+
+Hit = Dict[str, Any]
+"""One ranked item: ``{"corpus_id": int, "score": float (exact CE score), "text": str or None}``."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class SearchRequest:
 
 def dual_encoder_embedder(bundle: IndexBundle, *, device: str = "auto") -> Optional[QueryEmbedder]:
     """The query embedder of a bundle with a dual-encoder (``de_model``): DE, then MF_IND when the bundle
-    has one; None for a bundle without a DE (round 1 is then random, from the service's seed)."""
+    has one; None for a bundle without a DE (round 1 is then random, from the ranker's seed)."""
     if bundle.de_model is None:
         return None
     from axn_fast.encoders.dual_encoder import HFDualEncoder
@@ -55,8 +61,8 @@ def dual_encoder_embedder(bundle: IndexBundle, *, device: str = "auto") -> Optio
     return embed
 
 
-class SearchService:
-    """AXN over ``index`` with ``ce`` for batches of text queries.
+class Ranker:
+    """AXN over ``index`` with ``ce`` for text queries, one or many at a time.
 
     index : the item index (any :class:`~axn_fast.search.protocol.VectorIndex`).
     ce : the cross-encoder, called with the query texts (``score_batch`` when it has it).
@@ -94,8 +100,8 @@ class SearchService:
 
     @classmethod
     def from_bundle(cls, bundle: IndexBundle, ce: Optional[CrossEncoder] = None, *, device: str = "auto",
-                    embed: Optional[QueryEmbedder] = None, **kwargs: Any) -> "SearchService":
-        """A service over a bundle: its index, items and normalisation; ``ce`` default: the bundle's
+                    embed: Optional[QueryEmbedder] = None, **kwargs: Any) -> "Ranker":
+        """A ranker over a bundle: its index, items and normalisation; ``ce`` default: the bundle's
         (:meth:`IndexBundle.load_cross_encoder`); ``embed`` default: its dual-encoder (+ MF_IND)."""
         if ce is None:
             ce = bundle.load_cross_encoder(device=device, show_progress_bar=False)
@@ -151,3 +157,48 @@ class SearchService:
                 "items": None if self.items is None else [self.items[i] for i in ids],
                 "ce_calls": int(result.n_ce_calls), "k": request.k, "budget": request.budget,
                 "rounds": request.rounds, "seconds_ce": result.seconds_ce, "seconds_search": result.seconds_search}
+
+    def rank_batch(self, queries: Sequence[str], *, top_k: Optional[int] = None, budget: Optional[int] = None,
+                   rounds: Optional[int] = None) -> List[List[Hit]]:
+        """:meth:`rank` for many queries in lockstep (one batched scan and one CE call per round)."""
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("queries must be a list of query texts; for one query use rank()")
+        error, (k, b, r) = self.resolve(top_k, budget, rounds)
+        if error is not None:
+            field, message = error  # the message starts with the field's name; rank() calls k top_k
+            raise ValueError({"k": "top_k"}.get(field, field) + message[len(field):])
+        requests = []
+        for i, q in enumerate(queries):
+            if not isinstance(q, str) or not q.strip():
+                raise TypeError(f"queries[{i}] must be a non-empty str, got {q!r}")
+            requests.append(SearchRequest(q, k, b, r))
+        results = self.search(requests)
+        return [[{"corpus_id": int(i), "score": float(s), "text": None if self.items is None else self.items[int(i)]}
+                 for i, s in zip(res.ids, res.scores)] for res in results]
+
+    def rank(self, query: str, *, top_k: Optional[int] = None, budget: Optional[int] = None,
+             rounds: Optional[int] = None) -> List[Hit]:
+        """The ``top_k`` items of ``query`` by exact CE score, found with ``budget`` CE calls (AXN).
+
+        Returns ``[{"corpus_id", "score", "text"}, ...]``, best first, as
+        sentence-transformers' ``CrossEncoder.rank`` does (``corpus_id`` is the
+        item's id in the index, ``score`` the exact CE score, ``text`` the item
+        text or None). Defaults: the ranker's ``default_k`` / ``default_budget`` /
+        ``default_rounds``, capped at the number of items / the budget.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return self.rank_batch([query], top_k=top_k, budget=budget, rounds=rounds)[0]
+
+
+def rank(target: Union[Ranker, IndexBundle], query: str, *, top_k: int = 10, budget: int = 100,
+         rounds: int = 5, ce: Optional[CrossEncoder] = None) -> List[Hit]:
+    """sentence-transformers-style ``rank`` on a bundle (or a :class:`Ranker`): see :meth:`Ranker.rank`.
+
+    A bundle builds its CE (or takes ``ce``) and dual-encoder on every call; keep a
+    ``Ranker.from_bundle(bundle)`` to rank many queries. ``budget`` is capped at the
+    number of items, ``top_k`` and ``rounds`` at the budget.
+    """
+    ranker = target if isinstance(target, Ranker) else Ranker.from_bundle(target, ce)
+    b = min(budget, ranker.n_items)
+    return ranker.rank(query, top_k=min(top_k, b), budget=b, rounds=min(rounds, b))
