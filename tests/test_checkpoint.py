@@ -122,3 +122,21 @@ def test_read_json_bounds(tmp_path):
     f.write_text("x" * 200)
     with pytest.raises(ValueError, match="more than the 100 allowed"):
         read_json(f, max_bytes=100)
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from axn_fast.io.files import DirectoryLock; DirectoryLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); time.sleep(60)"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryBusyError, match=f"process {child.pid}"):
+            DirectoryLock(tmp_path).acquire()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    DirectoryLock(tmp_path).acquire().release()  # the kernel released the dead holder's lock
