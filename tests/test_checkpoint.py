@@ -139,4 +139,5 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
+        child.stdout.close()
     DirectoryLock(tmp_path).acquire().release()  # the kernel released the dead holder's lock
