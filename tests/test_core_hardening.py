@@ -77,10 +77,11 @@ def check_every_path(V: np.ndarray, U: np.ndarray, k: int, exclude=None, num_thr
     results["batch"] = _core.topk_ip(V, U, k, ex_ids, ex_off, num_threads, -1.0)
     if np.isfinite(norm):
         results["batch tiled"] = _core.topk_ip(V, U, k, ex_ids, ex_off, num_threads, norm)
-    if not np.isnan(norm):  # the float16 scan needs max_i ||V[i]|| (inf is allowed)
-        with np.errstate(over="ignore", invalid="ignore"):
-            V16 = V.astype(np.float16).view(np.uint16)
-        results["float16"] = _core.topk_ip_f16(V16, V, norm, U, k, ex_ids, ex_off, num_threads)
+    with np.errstate(over="ignore", invalid="ignore"):
+        V16 = V.astype(np.float16)
+    # the float16 scan's contract: V16 is V rounded (no overflow to inf), max_i ||V[i]|| known (inf allowed)
+    if not np.isnan(norm) and (np.isfinite(V16) == np.isfinite(V)).all():
+        results["float16"] = _core.topk_ip_f16(V16.view(np.uint16), V, norm, U, k, ex_ids, ex_off, num_threads)
     for name, (s, i) in results.items():
         assert_same_bits(s, i, want_s, want_i, name)
     for q in range(U.shape[0]):
@@ -146,20 +147,21 @@ def test_mostly_nan_scores_every_k():
 
 
 _SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.5, 1e5, -1e5, 1e19, 3e38, -3e38, 1.7e38, np.inf, -np.inf]
+_FLOAT16_RANGE = [0.0, -0.0, 1.0, -1.0, 2.5, 6e4, -6e4, 65504.0]
 
 
-def _entries(with_nan: bool):
-    specials = _SPECIAL + ([np.nan] if with_nan else [])
+def _entries(specials):
     return st.one_of(st.sampled_from(specials), st.floats(-4, 4, width=32))
 
 
 @st.composite
-def _cases(draw, with_nan: bool):
+def _cases(draw, with_nan: bool, float16_rows: bool = False):
     n = draw(st.integers(1, 40))
     d = draw(st.integers(1, 20))
     nq = draw(st.integers(1, 5))
-    V = draw(hnp.arrays(np.float32, (n, d), elements=_entries(with_nan)))
-    U = draw(hnp.arrays(np.float32, (nq, d), elements=_entries(with_nan)))
+    specials = _SPECIAL + ([np.nan] if with_nan else [])
+    V = draw(hnp.arrays(np.float32, (n, d), elements=_entries(_FLOAT16_RANGE if float16_rows else specials)))
+    U = draw(hnp.arrays(np.float32, (nq, d), elements=_entries(specials)))
     k = draw(st.integers(0, n + 3))
     exclude = draw(st.none() | st.lists(st.integers(0, n - 1), max_size=n))
     return V, U, k, exclude
@@ -173,9 +175,37 @@ def test_hypothesis_huge_and_infinite_inputs_every_path(case):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cases(with_nan=False, float16_rows=True))
+def test_hypothesis_float16_rows_huge_queries_every_path(case):
+    """Rows a float16 copy can hold (so the float16 scan runs), queries that overflow the scores."""
+    V, U, k, exclude = case
+    check_every_path(V, U, k, exclude)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cases(with_nan=True))
 def test_hypothesis_nan_inputs_every_path(case):
     V, U, k, exclude = case
+    check_every_path(V, U, k, exclude)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["any", "nan", "float16 rows"]))
+def test_hypothesis_long_scans_every_path(seed, kind):
+    """Enough items (and a small k) that the collectors cut their buffers mid-scan."""
+    rng = np.random.default_rng(seed)
+    n, d, nq = int(rng.integers(300, 3000)), int(rng.integers(1, 24)), int(rng.integers(1, 6))
+    k = int(rng.integers(1, 20))
+    specials = np.array(_FLOAT16_RANGE if kind == "float16 rows" else _SPECIAL + ([np.nan] if kind == "nan" else []),
+                        np.float32)
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    U = rng.standard_normal((nq, d)).astype(np.float32)
+    mask = rng.random((n, d)) < rng.choice([0.0, 0.001, 0.02, 0.3])
+    V[mask] = rng.choice(specials, int(mask.sum()))
+    uspecials = np.array(_SPECIAL + ([np.nan] if kind == "nan" else []), np.float32)
+    mask = rng.random((nq, d)) < rng.choice([0.0, 0.05, 0.3])
+    U[mask] = rng.choice(uspecials, int(mask.sum()))
+    exclude = rng.integers(0, n, int(rng.integers(0, 50))) if rng.random() < 0.5 else None
     check_every_path(V, U, k, exclude)
 
 

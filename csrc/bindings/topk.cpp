@@ -130,13 +130,15 @@ void register_topk(py::module_& m) {
         py::arg("max_row_norm") = -1.0,
         "Exact top-k by inner product. V (n, d) float32, U (nq, d) float32; exclusions in CSR form "
         "(offsets empty: none; one list: all queries; else one per query). Returns (scores (nq, k) float32, "
-        "ids (nq, k) int64), best first, padded with -inf / -1. max_row_norm (max row 2-norm of V, or -1) "
-        "enables the tiled batch kernel.");
+        "ids (nq, k) int64), best first (ties: smaller id), padded with -inf / -1. Scores that overflow "
+        "float32 rank by one rule in every path: +inf first, -inf after every finite score, NaN (inf - inf) "
+        "last; none is dropped. k: 0 to max(n_items, 2**20); num_threads: 0 (all cores) to 1024. "
+        "max_row_norm (max row 2-norm of V, or -1) enables the tiled batch kernel.");
   m.def("topk_ip_f16", &topk_f16, py::arg("V16").noconvert(), py::arg("V32").noconvert(), py::arg("max_row_norm"),
         py::arg("U").noconvert(), py::arg("k"), py::arg("exclude_ids").noconvert(),
         py::arg("exclude_offsets").noconvert(), py::arg("num_threads") = 0,
-        "topk_ip over a float16 copy V16 (as uint16) of V32, re-scoring in float32: the same result as topk_ip "
-        "on V32.");
+        "topk_ip over a float16 copy V16 (as uint16) of V32 (V32 rounded to float16, no overflow), re-scoring in "
+        "float32: the same result as topk_ip on V32, non-finite scores included.");
   m.def("dot_rows", &dot_rows, py::arg("V").noconvert(), py::arg("U").noconvert(),
         "V @ U.T computed with the kernels' accumulation order: (n, nq) float32.");
   m.def("gemm_rows", &gemm_rows, py::arg("V").noconvert(), py::arg("U").noconvert(),

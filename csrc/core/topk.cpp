@@ -30,10 +30,10 @@ inline bool better(const Cand& a, const Cand& b) {
   return a.id < b.id;
 }
 
-// With `slack` > 0 the scores are approximations of the exact ones, within
-// slack when neither overflows: one that is not finite says nothing about the
-// exact score, so it is always kept (and re-scored).
-inline bool within(float s, float floor, bool approx) { return s >= floor || (approx && !std::isfinite(s)); }
+// Whether a score may still rank among the best: s >= floor, or NaN. NaN is
+// let through whatever the floor (the next cut drops it if k better ones are
+// there): one comparison per score, no dearer than s >= floor.
+inline bool may_rank(float s, float floor) { return !(s < floor); }
 
 // Keeps the best k candidates seen so far, plus (when slack > 0) every
 // candidate within `slack` of the running k-th best. Candidates are appended
@@ -44,7 +44,7 @@ class Collector {
 
   // False when s surely ranks below the k best (exact) or below them by more
   // than the slack (approximate).
-  bool admits(float s) const { return open_ || within(s, floor_, slack_ > 0); }
+  bool admits(float s) const { return may_rank(s, floor_); }
 
   void push(float s, int64_t id) {
     buf_.push_back({s, id});
@@ -59,16 +59,14 @@ class Collector {
     const float kth = buf_[k_ - 1].s;
     if (slack_ > 0) {
       const float fl = kth - slack_;
-      if (std::isfinite(fl)) {
-        auto end = std::partition(buf_.begin() + k_, buf_.end(), [fl](const Cand& c) { return within(c.s, fl, true); });
+      if (std::isfinite(fl)) {  // else nothing can be ruled out yet
+        auto end = std::partition(buf_.begin() + k_, buf_.end(), [fl](const Cand& c) { return may_rank(c.s, fl); });
         buf_.erase(end, buf_.end());
         floor_ = fl;
-        open_ = false;
       }
     } else {
       buf_.resize(k_);
-      floor_ = kth;
-      open_ = std::isnan(kth);
+      if (!std::isnan(kth)) floor_ = kth;
     }
     // Many near-ties survive a cut: grow the buffer so cuts stay rare.
     if (static_cast<int64_t>(buf_.size()) * 2 > cap_) cap_ *= 2;
@@ -78,7 +76,6 @@ class Collector {
   float slack_;
   int64_t cap_;
   float floor_ = kNegInf;
-  bool open_ = true;  // nothing cut yet: every score is admitted, NaN included
   std::vector<Cand> buf_;
 };
 
@@ -184,7 +181,7 @@ void rescore(std::vector<std::vector<Cand>>& merged, int64_t keep, const std::ve
       std::nth_element(c.begin(), c.begin() + (keep - 1), c.end(), better);
       const float fl = c[keep - 1].s - slack[q];
       if (std::isfinite(fl))
-        c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return within(x.s, fl, true); }),
+        c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return may_rank(x.s, fl); }),
                 c.end());
     }
     for (auto& x : c) x.s = dot_f32(V32 + x.id * d, U + q * d, d);

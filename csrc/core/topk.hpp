@@ -37,7 +37,9 @@ void topk_ip_f32(const float* V, int64_t n, int64_t d, const float* U, int64_t n
 // cannot rule out: with E an upper bound on |fp16 score - fp32 score| (from
 // max_row_norm = max_i ||V32[i]||_2, the query's norms and d), every item whose
 // fp16 score is within 2E of the k-th best fp16 score is re-scored, which
-// provably contains the exact float32 top-k.
+// provably contains the exact float32 top-k. V16 must be V32 rounded to
+// float16 (so |V32| <= 65504 wherever V16 is finite); when a query's scores
+// could overflow float32 the bound means nothing and V32 is scanned instead.
 void topk_ip_f16(const uint16_t* V16, const float* V32, double max_row_norm, int64_t n, int64_t d,
                  const float* U, int64_t nq, int64_t k, const ExcludeLists& exclude,
                  int num_threads, float* scores, int64_t* ids);
