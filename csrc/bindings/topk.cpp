@@ -150,6 +150,8 @@ void register_topk(py::module_& m) {
         py::arg("u").noconvert(), py::arg("max_row_norm"),
         "Upper bound on |fp16-row score - fp32-row score| for query u and rows of norm <= max_row_norm.");
   m.def("simd_available", &simd_available, "True when the AVX2/FMA/F16C kernels are in use.");
+  m.attr("MAX_THREADS") = kMaxThreads;
+  m.attr("MAX_PADDED_K") = kMaxPaddedK;
 }
 
 }  // namespace axn::bindings
