@@ -1,4 +1,6 @@
 """AXN adaptive_search against Algorithm 1 and Eq. 4-7 of the AXN paper."""
+import time
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,22 @@ def test_budget_rounds_and_batching_contract():
     np.testing.assert_array_equal(res.ids, res.scored_ids[order])
     np.testing.assert_array_equal(res.scores, S[3, res.ids])
     assert res.ids.dtype == np.int64 and res.scores.dtype == np.float32 and res.u.dtype == np.float32
-    assert res.seconds_ce >= 0 and res.seconds_search >= 0
+
+
+def test_timings_are_split_between_ce_and_search():
+    Q, V, S = low_rank(n_items=500)
+    dense = axn_fast.DenseScoreCE(S)
+
+    def slow_ce(q, ids):
+        time.sleep(0.05)
+        return dense(q, ids)
+
+    res = axn_fast.Index(V).adaptive_search(3, slow_ce, budget=40, k=5, rounds=4, seed=1)
+    assert all(r.seconds_ce >= 0.05 for r in res.rounds)  # the sleep is inside the CE's time
+    assert all(r.seconds_solve > 0 and r.seconds_search > 0 for r in res.rounds)
+    assert res.seconds_ce == pytest.approx(sum(r.seconds_ce for r in res.rounds))
+    assert res.seconds_search == pytest.approx(sum(r.seconds_search + r.seconds_solve for r in res.rounds))
+    assert res.seconds_search < res.seconds_ce  # the sleeps are not counted as search time
 
 
 def test_each_round_follows_eq4_and_eq5():
@@ -142,11 +159,41 @@ def test_beats_retrieve_and_rerank_with_a_weak_dual_encoder():
 def test_normalization_fits_normalised_scores_and_returns_raw_ones():
     Q, V, S = low_rank(n_items=400, d=8, noise=0.2, seed=6)
     alpha, beta = 1.5, 2.0
-    res = axn_fast.Index(V, normalization=(alpha, beta)).adaptive_search(0, axn_fast.DenseScoreCE(S), 40, k=5, rounds=2)
+    res = axn_fast.Index(V).adaptive_search(0, axn_fast.DenseScoreCE(S), 40, k=5, rounds=2, seed=0,
+                                            normalization=(alpha, beta))
     np.testing.assert_array_equal(res.scored_scores, S[0, res.scored_ids])
     A = res.scored_ids
     u = np.linalg.pinv(V[A].astype(np.float64)) @ (beta * (S[0, A].astype(np.float64) - alpha))
     np.testing.assert_allclose(res.u, u, rtol=1e-4, atol=1e-4)
+    same = axn_fast.Index(V).adaptive_search(0, axn_fast.DenseScoreCE(S), 40, k=5, rounds=2, seed=0,
+                                             normalization=axn_fast.ScoreNormalization(alpha, beta))
+    np.testing.assert_array_equal(same.u, res.u)
+
+
+def test_index_normalization_is_a_deprecated_forward():
+    Q, V, S = low_rank(n_items=400, d=8, noise=0.2, seed=6)
+    with pytest.warns(DeprecationWarning, match="pass normalization= to adaptive_search"):
+        old = axn_fast.Index(V, normalization=(1.5, 2.0))
+    assert old.normalization == (1.5, 2.0)
+    new = axn_fast.Index(V).adaptive_search(0, axn_fast.DenseScoreCE(S), 40, k=5, rounds=2, seed=0,
+                                            normalization=(1.5, 2.0))
+    res = old.adaptive_search(0, axn_fast.DenseScoreCE(S), 40, k=5, rounds=2, seed=0)
+    np.testing.assert_array_equal(res.u, new.u)
+    np.testing.assert_array_equal(res.scored_ids, new.scored_ids)
+
+
+@pytest.mark.parametrize("norm,exc,match", [
+    ((0.0, 1e39), ValueError, "float32's range"),
+    ((0.0, -1.0), ValueError, "beta finite and > 0"),
+    ("ab", TypeError, "normalization must be"),
+    ((1.0, 2.0, 3.0), ValueError, "must be \\(alpha, beta\\)"),
+])
+def test_bad_normalization_is_refused_before_any_ce_call(norm, exc, match):
+    Q, V, S = low_rank(n_items=100, d=8)
+    ce = axn_fast.DenseScoreCE(S)
+    with pytest.raises(exc, match=match):
+        axn_fast.Index(V).adaptive_search(0, ce, 20, k=5, normalization=norm)
+    assert ce.n_calls == 0
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

@@ -35,18 +35,67 @@ def hand_emb_scores(path, query, items, head, max_length=128):
     out = []
     for item in items:
         enc = tok(query, item, truncation="only_second", max_length=max_length, return_tensors="pt")
+        seq = enc.sequence_ids(0)
+        if model.config.type_vocab_size < 2:
+            enc.pop("token_type_ids", None)
         with torch.no_grad():
             h = model(**enc).last_hidden_state[0].double()
-        ids, types = enc["input_ids"][0].tolist(), enc["token_type_ids"][0].tolist()
-        special = {tok.cls_token_id, tok.sep_token_id}
-        q_pos = [j for j, (t, s) in enumerate(zip(ids, types)) if s == 0 and t not in special]
-        i_pos = [j for j, (t, s) in enumerate(zip(ids, types)) if s == 1 and t not in special]
+        q_pos = [j for j, s in enumerate(seq) if s == 0]
+        i_pos = [j for j, s in enumerate(seq) if s == 1]
         eq, ei = h[q_pos].mean(0), h[i_pos].mean(0)
         s = float(eq @ ei)
         if head == "emb-cos":
             s /= float(eq.norm() * ei.norm())
         out.append(s)
     return np.array(out)
+
+
+def hand_cls_scores(path, query, items):
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+    out = []
+    with torch.no_grad():
+        for it in items:
+            enc = tok(query, it, return_tensors="pt")
+            if model.config.type_vocab_size < 2:
+                enc.pop("token_type_ids", None)
+            out.append(float(model(**enc).logits[0, 0]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("arch", ["roberta", "deberta"])
+@pytest.mark.parametrize("head", ["emb-dot", "emb-cos", "cls"])
+def test_every_head_on_roberta_and_deberta(tmp_path, arch, head):
+    """Other pair templates (RoBERTa's <s> q </s></s> i </s>, no token types; DeBERTa-v2) work for every head."""
+    from _hf_models import TINY
+
+    path = TINY[arch](tmp_path / arch, classifier=head == "cls")
+    ce = HFCrossEncoder(path, ITEMS, head=head, batch_size=4, show_progress_bar=False)
+    got = ce(QUERY, np.arange(len(ITEMS)))
+    ref = hand_cls_scores(path, QUERY, ITEMS) if head == "cls" else hand_emb_scores(path, QUERY, ITEMS, head)
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert np.ptp(got) > 0  # the items are told apart
+
+
+def test_loaded_model_and_tokenizer_are_accepted(tiny):
+    model = transformers.AutoModel.from_pretrained(str(tiny))
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny))
+    got = HFCrossEncoder((model, tok), ITEMS, show_progress_bar=False)(QUERY, np.arange(len(ITEMS)))
+    np.testing.assert_allclose(got, HFCrossEncoder(tiny, ITEMS, show_progress_bar=False)(QUERY, np.arange(len(ITEMS))),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="transformers model"):
+        HFCrossEncoder((object(), tok), ITEMS)
+    with pytest.raises(ValueError, match="sequence-classification"):
+        HFCrossEncoder((model, tok), ITEMS, head="cls")
+
+
+def test_hub_id_is_told_from_a_missing_directory(tmp_path):
+    from axn_fast.encoders import _hf
+
+    assert _hf.resolve_source("org/some-model") == "org/some-model"  # a hub id (loaded only where a hub is reachable)
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        _hf.resolve_source(str(tmp_path / "missing" / "model"))
 
 
 @pytest.mark.parametrize("head", ["emb-dot", "emb-cos"])
@@ -60,16 +109,16 @@ def test_emb_pooling_matches_hand_computation_tiny(tiny, head):
 def test_item_is_truncated_first(tiny):
     # max_length 20: the 8-token query keeps all its tokens, the items are cut to 9 tokens
     ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=20, show_progress_bar=False)
-    assert len(ce._query_ids(QUERY)) == 8
+    assert len(ce.tokenizer(QUERY, add_special_tokens=False)["input_ids"]) == 8
     got = ce(QUERY, np.arange(len(ITEMS)))
     np.testing.assert_allclose(got, hand_emb_scores(tiny, QUERY, ITEMS, "emb-dot", max_length=20),
                                rtol=1e-4, atol=1e-5)
     ce = HFCrossEncoder(tiny, ITEMS, head="emb-dot", max_length=16, show_progress_bar=False)
     # a query longer than the whole room keeps at most half of it; the item keeps the rest
     long_q = " ".join(["word"] * 40)
-    tensors = ce._batch_tensors(ce._query_ids(long_q), np.array([1]))
-    qmask, imask = tensors[3], tensors[4]
-    assert tensors[0].shape[1] == 16 and qmask.sum() + imask.sum() == 13 and imask.sum() == 6
+    batch = ce._batch_tensors(long_q, np.array([1]))
+    qmask, imask = batch["query_mask"], batch["item_mask"]
+    assert batch["input_ids"].shape[1] == 16 and qmask.sum() + imask.sum() == 13 and imask.sum() == 6
 
 
 def test_real_minilm_pooling_on_a_few_pairs():
@@ -84,10 +133,7 @@ def test_real_minilm_pooling_on_a_few_pairs():
 def test_cls_head_is_the_classifier_logit(tmp_path):
     path = tiny_bert(tmp_path / "cls", classifier=True)
     ce = HFCrossEncoder(path, ITEMS, head="cls", show_progress_bar=False)
-    tok = transformers.AutoTokenizer.from_pretrained(str(path))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-    with torch.no_grad():
-        ref = [float(model(**tok(QUERY, it, return_tensors="pt")).logits[0, 0]) for it in ITEMS]
+    ref = hand_cls_scores(path, QUERY, ITEMS)
     np.testing.assert_allclose(ce(QUERY, np.arange(len(ITEMS))), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -110,11 +156,11 @@ def _spy(ce, fail_on_batch=None):
     calls = []
     real = ce._forward
 
-    def forward(*tensors):
-        calls.append(int(tensors[0].shape[0]))
+    def forward(batch):
+        calls.append(int(batch["input_ids"].shape[0]))
         if fail_on_batch is not None and len(calls) == fail_on_batch:
             raise RuntimeError("simulated failure (e.g. out of memory)")
-        return real(*tensors)
+        return real(batch)
 
     ce._forward = forward
     return calls
@@ -154,7 +200,7 @@ def test_failing_batch_keeps_the_cache_consistent(tiny):
 
 def test_nan_from_the_model_is_not_cached(tiny):
     ce = HFCrossEncoder(tiny, ITEMS, batch_size=8, show_progress_bar=False)
-    ce._forward = lambda *t: np.full(t[0].shape[0], np.nan, np.float32)
+    ce._forward = lambda batch: np.full(batch["input_ids"].shape[0], np.nan, np.float32)
     from axn_fast import CrossEncoderError
 
     with pytest.raises(CrossEncoderError, match="non-finite"):
@@ -231,15 +277,19 @@ def test_device_and_dtype_defaults(tiny):
     assert ce.config["head"] == "emb-dot" and ce.config["max_length"] == 128
 
 
-def test_sentence_transformers_adapter(tmp_path):
+def test_sentence_transformers_adapter_returns_raw_logits(tmp_path):
     st = pytest.importorskip("sentence_transformers", reason="the adapter wraps sentence-transformers")
     path = tiny_bert(tmp_path / "cls", classifier=True)
     model = st.CrossEncoder(str(path), device="cpu")
     ce = SentenceTransformersCE(model, ITEMS, batch_size=2)
     ids = np.array([3, 0, 5, 0])
     got = ce(QUERY, ids)
-    ref = model.predict([(QUERY, ITEMS[i]) for i in ids], show_progress_bar=False)
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # raw logits: the same numbers as HFCrossEncoder(head="cls") on the checkpoint, not predict's default sigmoid
+    hf = HFCrossEncoder(path, ITEMS, head="cls", show_progress_bar=False)(QUERY, ids)
+    np.testing.assert_allclose(got, hf, rtol=1e-4, atol=1e-5)
+    squashed = model.predict([(QUERY, ITEMS[i]) for i in ids], show_progress_bar=False)
+    np.testing.assert_allclose(squashed, 1 / (1 + np.exp(-hf)), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got, squashed)
     assert (ce.n_calls, ce.n_cached) == (3, 1)
     ce(QUERY, [5, 3])
     assert (ce.n_calls, ce.n_cached) == (3, 3)

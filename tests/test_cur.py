@@ -126,6 +126,19 @@ def test_adacur_round_two_matches_pinv_rule():
     assert res.n_ce_calls == 40
 
 
+def test_adacur_init_means_what_it_means_for_axn():
+    """Ranked candidates, first distinct ones in order; a short init is topped up by the default rule."""
+    d = low_rank_scores(60, 150, 5, 0.2, seed=9)
+    ada = ADACUR(d.scores[:40])
+    res = ada.search(45, _dense(d.scores), 40, k=5, rounds=2, init=[7, 7, 3, 9], seed=4)
+    first = res.rounds[0].ids
+    assert first[:3].tolist() == [7, 3, 9] and len(np.unique(first)) == 20
+    again = ada.search(45, _dense(d.scores), 40, k=5, rounds=2, init=[7, 7, 3, 9], seed=4)
+    np.testing.assert_array_equal(again.rounds[0].ids, first)  # the top-up is drawn from seed
+    plain = ada.search(45, _dense(d.scores), 40, k=5, rounds=2, seed=4).rounds[0].ids
+    np.testing.assert_array_equal(plain, np.random.default_rng(4).choice(150, 20, replace=False))
+
+
 def test_adacur_improves_over_first_round():
     d = low_rank_scores(140, 1000, 8, 0.4, seed=3)
     S = d.scores
@@ -166,8 +179,8 @@ def test_bad_inputs():
     ada = ADACUR(S[:10])
     with pytest.raises(ValueError, match="budget must be >= rounds"):
         ada.search(12, _dense(S), 3, k=1, rounds=5)
-    with pytest.raises(ValueError, match="distinct ids"):
-        ada.search(12, _dense(S), 10, k=1, rounds=2, init=[1, 1, 2])
+    with pytest.raises(ValueError, match="init contains id"):
+        ada.search(12, _dense(S), 10, k=1, rounds=2, init=[1, 10**6])
     with pytest.raises(ValueError, match="budget must be <="):
         ada.search(12, _dense(S), 31, k=1)
 
@@ -206,7 +219,7 @@ if given is not None:
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.data())
     def test_top_new_is_a_tie_aware_stable_top_n(values, data):
-        from axn_fast.search.budget import top_new
+        from axn_fast.search.topk import top_ids as top_new
 
         x = np.array(values, dtype=np.float32)  # few distinct values: many ties
         exclude = np.array(sorted(data.draw(st.sets(st.integers(0, len(x) - 1), max_size=len(x)))),

@@ -86,3 +86,40 @@ def test_bad_input():
         mf.fit(G, np.zeros((3, 4)), np.zeros((3, 4)))
     with pytest.raises(ValueError, match="X must be finite"):
         mf.embed_items(np.full((2, 4), np.nan))
+
+
+def _tiny_G(seed=0, nq=12, ni=30, d=8):
+    rng = np.random.default_rng(seed)
+    Q = rng.normal(size=(nq, d)).astype(np.float32)
+    I = rng.normal(size=(ni, d)).astype(np.float32)
+    rows, cols = np.meshgrid(np.arange(nq), np.arange(ni), indexing="ij")
+    return ScoreMatrix(rows.ravel(), cols.ravel(), (Q @ I.T).ravel(), (nq, ni)), Q, I
+
+
+def test_fit_leaves_torchs_thread_count_as_it_was():
+    G, Q, I = _tiny_G()
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    InductiveMF(8).fit(G, Q, I, epochs=1, num_threads=target)
+    assert torch.get_num_threads() == before
+    with pytest.raises(Exception):  # fails after the thread count was set (no such device)
+        InductiveMF(8).fit(G, Q, I, epochs=1, num_threads=target, device="cuda:97")
+    assert torch.get_num_threads() == before  # 0.1 left it at `target` for the whole process
+
+
+def test_crafted_header_is_refused_before_building_a_model(tmp_path):
+    from safetensors.numpy import save_file
+
+    mf = InductiveMF(4, seed=0)
+    state = {k: np.ascontiguousarray(v) for k, v in mf.state_dict().items()}
+    for hidden in ("4000000", "1000000000"):  # 0.1 built 2.2 GB / tried 128 GB of MLP first
+        save_file(state, str(tmp_path / "w.safetensors"),
+                  metadata={"format": "axn_fast.inductive_mf", "dim": "4", "hidden": hidden})
+        assert (tmp_path / "w.safetensors").stat().st_size < 2000
+        with pytest.raises(ValueError, match=f"do not fit MLPs of dim 4, hidden {hidden}"):
+            InductiveMF.load(tmp_path / "w.safetensors")
+    state["query.lin1.bias"] = np.full_like(state["query.lin1.bias"], np.nan)
+    save_file(state, str(tmp_path / "nan.safetensors"),
+              metadata={"format": "axn_fast.inductive_mf", "dim": "4", "hidden": "8"})
+    with pytest.raises(ValueError, match="must be finite float32"):
+        InductiveMF.load(tmp_path / "nan.safetensors")

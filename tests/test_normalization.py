@@ -50,7 +50,7 @@ def test_index_with_normalization_finds_the_same_items_and_returns_raw_scores():
     S = (V @ u)[None, :] * 50.0 + 1000.0  # CE in a very different range than the DE
     norm = ScoreNormalization(1000.0, 1 / 50.0)
     plain = Index(V).adaptive_search(0, DenseScoreCE(S), 60, k=5, seed=0)
-    normed = Index(V, normalization=norm).adaptive_search(0, DenseScoreCE(S), 60, k=5, seed=0)
+    normed = Index(V).adaptive_search(0, DenseScoreCE(S), 60, k=5, seed=0, normalization=norm)
     assert np.array_equal(normed.ids, np.argsort(-S[0])[:5])
     np.testing.assert_allclose(normed.scores, S[0, normed.ids], rtol=1e-6)
     assert np.array_equal(plain.scored_ids[:12], normed.scored_ids[:12])  # same random first round

@@ -80,6 +80,11 @@ def test_defaults_and_init():
     res = TOUR(d.item_emb).search(0, _ce(d.scores), 10, u0=d.query_emb[0], k=3, rounds=2,
                                   init=[7, 7, 3, 9, 1, 2, 4, 8])
     np.testing.assert_array_equal(res.rounds[0].ids, [7, 3, 9, 1, 2])
+    # a short init is topped up with the best items under u0, as for AXN
+    res = TOUR(d.item_emb).search(0, _ce(d.scores), 10, u0=d.query_emb[0], k=3, rounds=2, init=[7, 7, 3])
+    s = d.item_emb @ d.query_emb[0]
+    s[[7, 3]] = -np.inf
+    np.testing.assert_array_equal(res.rounds[0].ids, [7, 3, *np.argsort(-s, kind="stable")[:3]])
 
 
 def test_bad_inputs():

@@ -7,15 +7,29 @@ mean the same everywhere.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, TypeVar
+from typing import Any, Iterable, NoReturn, Optional, TypeVar, overload
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
 
-def progress(iterable: Optional[Iterable[T]] = None, *, total: Optional[int] = None, desc: str = "",
-             unit: str = "it", show: Optional[bool] = None, initial: int = 0) -> "tqdm[T]":
-    """A tqdm bar over ``iterable`` (or a manual one with ``total``); ``show`` as in the module doc."""
+@overload
+def progress(iterable: Iterable[T], *, total: Optional[int] = None, desc: str = "", unit: str = "it",
+             show: Optional[bool] = None, initial: int = 0) -> "tqdm[T]": ...
+
+
+@overload
+def progress(iterable: None = None, *, total: Optional[int] = None, desc: str = "", unit: str = "it",
+             show: Optional[bool] = None, initial: int = 0) -> "tqdm[NoReturn]": ...
+
+
+def progress(iterable: Optional[Iterable[Any]] = None, *, total: Optional[int] = None, desc: str = "",
+             unit: str = "it", show: Optional[bool] = None, initial: int = 0) -> "tqdm[Any]":
+    """A tqdm bar over ``iterable`` (or a manual one with ``total``, advanced by ``bar.update(n)``).
+
+    ``total`` is the number of steps, ``initial`` the steps already done (a resumed job),
+    ``unit`` the name of one step; ``show`` as in the module doc.
+    """
     return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=False,
                 disable=None if show is None else not show)

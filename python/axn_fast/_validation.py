@@ -11,10 +11,11 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 
-def as_float32_array(x, name: str, *, ndim: Sequence[int] = (2,), dim: Optional[int] = None,
-                     allow_empty: bool = True, check_finite: bool = True) -> np.ndarray:
+def as_float32_array(x: npt.ArrayLike, name: str, *, ndim: Sequence[int] = (2,), dim: Optional[int] = None,
+                     allow_empty: bool = True, check_finite: bool = True) -> npt.NDArray[np.float32]:
     """Return ``x`` as a C-contiguous float32 array (no copy when it already is one).
 
     ndim: the accepted numbers of dimensions; dim: the required size of the last axis.
@@ -44,7 +45,7 @@ def as_float32_array(x, name: str, *, ndim: Sequence[int] = (2,), dim: Optional[
     return out
 
 
-def as_ids(x, name: str, n_items: int, *, unique: bool = False) -> np.ndarray:
+def as_ids(x: npt.ArrayLike, name: str, n_items: int, *, unique: bool = False) -> npt.NDArray[np.int64]:
     """Return ``x`` as a 1-D int64 array of item ids in ``[0, n_items)``."""
     arr = np.asarray(x)
     if arr.size == 0:
@@ -66,7 +67,7 @@ def as_ids(x, name: str, n_items: int, *, unique: bool = False) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def check_int(value, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+def check_int(value: object, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
     """Return ``value`` as an int, checking its type and range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
@@ -78,7 +79,7 @@ def check_int(value, name: str, *, minimum: Optional[int] = None, maximum: Optio
     return value
 
 
-def check_float(value, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
+def check_float(value: object, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -91,7 +92,7 @@ def check_float(value, name: str, *, minimum: Optional[float] = None, maximum: O
     return value
 
 
-def resolve_num_threads(num_threads) -> int:
+def resolve_num_threads(num_threads: int) -> int:
     """``0`` means every core this process may run on; otherwise the given count."""
     num_threads = check_int(num_threads, "num_threads", minimum=0)
     if num_threads == 0:

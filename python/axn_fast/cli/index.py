@@ -1,16 +1,21 @@
-"""`axn-fast index`: build the sparse CE matrix G (resumable) and fit a saved index."""
+"""`axn-fast index`: score train queries x items with the cross-encoder (resumable) and save an index bundle."""
 from __future__ import annotations
 
-import hashlib
+import argparse
 import sys
 from pathlib import Path
+from typing import List
+
+from axn_fast.cli._args import UsageError, float_range, int_range
 
 HELP = "Score train queries x items with the cross-encoder (resumable) and fit a saved AXN index."
 
-BUNDLED = "bundled-minilm"
+#: the bundled all-MiniLM-L6-v2 (the name load_cross_encoder also understands)
+BUNDLED = "minilm"
+_BUNDLED_ALIASES = ("minilm", "bundled-minilm")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", required=True, type=Path, help="text file, one item per line")
     parser.add_argument("--queries", required=True, type=Path, help="text file, one train query per line")
     parser.add_argument("--out", required=True, type=Path, help="directory of the saved index (must not exist "
@@ -19,125 +24,88 @@ def add_arguments(parser) -> None:
                         "bundled all-MiniLM-L6-v2)")
     parser.add_argument("--ce-model", default=None, help="cross-encoder checkpoint directory (default: --model)")
     parser.add_argument("--ce-head", default="emb-cos", choices=("emb-dot", "emb-cos", "cls"),
-                        help="cross-encoder head (default emb-cos: far more query-sensitive than emb-dot for an untrained model)")
+                        help="cross-encoder head (default emb-cos: far more query-sensitive than emb-dot for an "
+                             "untrained model)")
+    parser.add_argument("--max-length", type=int_range(8, 8192), default=128,
+                        help="most tokens per (query, item) pair (default 128)")
     parser.add_argument("--method", default="ind", choices=("ind", "trns", "de"),
                         help="item embeddings: MF_IND MLPs (default), MF_TRNS SGD, or the DE's as they are")
     parser.add_argument("--strategy", default="de-topk", choices=("de-topk", "random", "per-item"),
                         help="which pairs G holds (default de-topk)")
-    parser.add_argument("--k-d", type=int, default=100, help="items per train query (queries per item for "
-                        "per-item); capped at the number of items (default 100)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 20 for ind, 30 for trns)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default 0.005 ind, 0.02 trns)")
-    parser.add_argument("--reg", type=float, default=0.01, help="L2 weight of MF_TRNS (default 0.01)")
+    parser.add_argument("--k-d", type=int_range(1), default=100, help="items per train query (queries per item "
+                        "for per-item); capped at the number of items (default 100)")
+    parser.add_argument("--epochs", type=int_range(1, 100_000), default=None,
+                        help="training epochs (default 20 for ind, 30 for trns)")
+    parser.add_argument("--lr", type=float_range(1e-12, 100.0), default=None,
+                        help="learning rate, > 0 (default 0.005 ind, 0.02 trns)")
+    parser.add_argument("--reg", type=float_range(0.0), default=0.01, help="L2 weight of MF_TRNS (default 0.01)")
     parser.add_argument("--no-normalize", action="store_true",
                         help="do not rescale CE scores to the DE's score distribution (Appendix A.4)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16"), help="index scan precision")
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
-                        help="where G's shards go (default: OUT.ckpt next to OUT); re-run to resume")
-    parser.add_argument("--batch-size", type=int, default=64, help="pairs per CE forward pass (default 64)")
+                        help="where G's checkpoint goes (default: OUT.ckpt next to OUT); re-run to resume")
+    parser.add_argument("--batch-size", type=int_range(1, 1 << 20), default=64,
+                        help="pairs per CE forward pass (default 64)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-threads", type=int, default=0, help="threads for SGD / search (0: all cores)")
+    parser.add_argument("--seed", type=int_range(0, 2 ** 63 - 1), default=0)
+    parser.add_argument("--num-threads", type=int_range(0, 4096), default=0,
+                        help="threads for SGD / search (0: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def read_lines(path: Path, what: str):
+def read_lines(path: Path, what: str, flag: str) -> List[str]:
+    """The non-empty, stripped lines of a UTF-8 text file; errors name the flag and the file."""
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{flag}: the {what} file {str(path)!r} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
     except OSError as exc:
-        raise SystemExit(f"axn-fast: cannot read the {what} file {str(path)!r}: {exc.strerror}")
+        raise OSError(exc.errno, f"{flag}: cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
-        raise SystemExit(f"axn-fast: the {what} file {str(path)!r} has no non-empty line")
+        raise ValueError(f"{flag}: the {what} file {str(path)!r} has no non-empty line")
     return lines
 
 
-def resolve_model(name: str) -> Path:
-    if name == BUNDLED:
-        from axn_fast.encoders.models import minilm_path
+def model_path(name: str) -> Path:
+    """A dual-encoder/CE checkpoint directory from a --model value ("minilm": the bundled one)."""
+    from axn_fast.encoders.models import minilm_path
 
-        return minilm_path()
-    return Path(name)
-
-
-def sha1_lines(lines) -> str:
-    h = hashlib.sha1()
-    for line in lines:
-        h.update(line.encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+    return minilm_path() if name in _BUNDLED_ALIASES else Path(name)
 
 
-def run(args) -> int:
-    import axn_fast
-    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+def run(args: argparse.Namespace) -> int:
     from axn_fast.encoders.dual_encoder import HFDualEncoder
+    from axn_fast.encoders.models import load_cross_encoder
+    from axn_fast.indexing.bundle import build_index_bundle
 
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SystemExit(f"axn-fast: --out {str(out)!r} exists and is not an empty directory")
-    items = read_lines(args.items, "items")
-    queries = read_lines(args.queries, "queries")
+        raise UsageError(f"--out {str(out)!r} exists and is not an empty directory")
+    items = read_lines(args.items, "items", "--items")
+    queries = read_lines(args.queries, "queries", "--queries")
     k_d = min(args.k_d, len(queries) if args.strategy == "per-item" else len(items))
-    if k_d < 1:
-        raise SystemExit("axn-fast: --k-d must be >= 1")
     show = False if args.no_progress else None
     ckpt = args.checkpoint_dir or out.with_name(out.name + ".ckpt")
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    de_model = BUNDLED if args.model in _BUNDLED_ALIASES else str(Path(args.model).resolve())
+    ce_name = args.ce_model or args.model
+    ce_model = BUNDLED if ce_name in _BUNDLED_ALIASES else str(Path(ce_name).resolve())
+    ce_config = {"model": ce_model, "head": args.ce_head, "max_length": args.max_length}
 
-    de_path, ce_path = resolve_model(args.model), resolve_model(args.ce_model or args.model)
-    log(f"embedding {len(items)} items and {len(queries)} train queries with {de_path.name if de_path.name != 'model' else de_path.parent.name}")
-    de = HFDualEncoder(de_path, device=args.device, show_progress_bar=show)
-    I = de.encode(items)
-    Q = de.encode(queries)
-    ce = HFCrossEncoder(ce_path, items, head=args.ce_head, device=args.device, batch_size=args.batch_size,
-                        show_progress_bar=False)
-    log(f"scoring {k_d} pairs per {'item' if args.strategy == 'per-item' else 'query'} with the cross-encoder "
-        f"(checkpoints in {str(ckpt)!r})")
-    G = axn_fast.build_score_matrix(ce, queries, len(items), strategy=args.strategy, k_d=k_d, de_query_emb=Q,
-                                    de_item_emb=I, seed=args.seed, batch_size=args.batch_size,
-                                    checkpoint_dir=ckpt, num_threads=args.num_threads, show_progress_bar=show)
-    norm = None
-    if not args.no_normalize:
-        norm = axn_fast.normalization_from_score_matrix(G, Q, I, n_queries=100, seed=args.seed)
-        G = norm.apply(G)
-        log(f"score normalisation: alpha={norm.alpha:.4g}, beta={norm.beta:.4g}")
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
 
-    encoder = None
-    fit = {"method": args.method}
-    if args.method == "ind":
-        epochs, lr = args.epochs or 20, args.lr or 0.005
-        encoder = axn_fast.InductiveMF(Q.shape[1], seed=args.seed)
-        encoder.fit(G, Q, I, epochs=epochs, lr=lr, seed=args.seed, show_progress_bar=show)
-        V = encoder.embed_items(I)
-        fit.update(epochs=epochs, lr=lr, train_rmse=encoder.history.train_rmse[-1])
-    elif args.method == "trns":
-        epochs, lr = args.epochs or 30, args.lr or 0.02
-        _, V, hist = axn_fast.indexing.factorize(G, U0=Q, V0=I, epochs=epochs, lr=lr, reg=args.reg, seed=args.seed,
-                                        num_threads=args.num_threads, show_progress_bar=show)
-        fit.update(epochs=epochs, lr=lr, reg=args.reg, train_rmse=hist.train_rmse[-1])
-    else:
-        V = I
-    index = axn_fast.Index(V, dtype=args.dtype, num_threads=args.num_threads, normalization=norm)
-    index.query_encoder = encoder
-    index.metadata = {
-        "created_by": "axn-fast index",
-        "de_model": args.model if args.model == BUNDLED else str(de_path.resolve()),
-        "ce_model": (args.ce_model or args.model) if (args.ce_model or args.model) == BUNDLED
-        else str(ce_path.resolve()),
-        "ce": ce.config,
-        "items_file": "items.txt",
-        "items_sha1": sha1_lines(items),
-        "n_train_queries": len(queries),
-        "strategy": args.strategy,
-        "k_d": k_d,
-        "g_nnz": G.nnz,
-        "seed": args.seed,
-        "fit": fit,
-    }
-    index.save(out)
-    (out / "items.txt").write_text("".join(t + "\n" for t in items), encoding="utf-8")
-    log(f"saved {args.method} index of {len(items)} items (dim {index.dim}) to {str(out)!r}")
+    de = HFDualEncoder(model_path(de_model), device=args.device, show_progress_bar=show)
+    ce = load_cross_encoder(items, **ce_config, device=args.device, batch_size=args.batch_size,
+                            show_progress_bar=False)
+    bundle = build_index_bundle(items, queries, de=de, de_model=de_model, ce=ce, ce_config=ce_config,
+                                method=args.method, strategy=args.strategy, k_d=k_d, epochs=args.epochs,
+                                lr=args.lr, reg=args.reg, normalize=not args.no_normalize, dtype=args.dtype,
+                                checkpoint_dir=ckpt, batch_size=args.batch_size, seed=args.seed,
+                                num_threads=args.num_threads, show_progress_bar=show, log=log)
+    bundle.save(out)
+    log(f"saved {args.method} index of {len(items)} items (dim {bundle.index.dim}) to {str(out)!r}")
     print(out)
     return 0

@@ -1,56 +1,53 @@
 """`axn-fast search`: AXN search with the cross-encoder over an index saved by `axn-fast index`."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+from axn_fast.cli._args import UsageError, float_range, int_range
+
 HELP = "Find the cross-encoder's top-k items for a query with AXN, from a saved index."
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", type=Path, help="directory written by `axn-fast index`")
     parser.add_argument("query", nargs="*", help="query text (or use --query-file)")
     parser.add_argument("--query-file", type=Path, default=None, help="text file, one query per line")
-    parser.add_argument("--budget", type=int, default=100, help="cross-encoder calls per query (default 100)")
-    parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
-    parser.add_argument("--rounds", type=int, default=5, help="AXN rounds (default 5)")
-    parser.add_argument("--lam", type=float, default=0.0, help="weight of the parametric query embedding (Eq. 7)")
+    parser.add_argument("--budget", type=int_range(1), default=100,
+                        help="cross-encoder calls per query, capped at the number of items (default 100)")
+    parser.add_argument("--k", type=int_range(1), default=10, help="results per query, capped at the budget (default 10)")
+    parser.add_argument("--rounds", type=int_range(1), default=5, help="AXN rounds, capped at the budget (default 5)")
+    parser.add_argument("--lam", type=float_range(0.0), default=0.0,
+                        help="weight of the parametric query embedding (Eq. 7), >= 0")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per query")
 
 
-def run(args) -> int:
-    import axn_fast
-    from axn_fast.cli.index import read_lines, resolve_model, sha1_lines
-    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+def run(args: argparse.Namespace) -> int:
+    from axn_fast.cli.index import model_path, read_lines
     from axn_fast.encoders.dual_encoder import HFDualEncoder
+    from axn_fast.indexing.bundle import IndexBundle
 
     queries = [" ".join(args.query)] if args.query else []
     if args.query_file is not None:
-        queries += read_lines(args.query_file, "queries")
+        queries += read_lines(args.query_file, "queries", "--query-file")
     if not queries or not all(q.strip() for q in queries):
-        raise SystemExit("axn-fast: give a query text or --query-file")
-    index = axn_fast.Index.load(args.index)
-    meta = index.metadata
-    if meta.get("created_by") != "axn-fast index":
-        raise SystemExit(f"axn-fast: {str(args.index)!r} was not written by `axn-fast index` (no model or items "
-                         "recorded); use the Python API for such indexes")
-    items = read_lines(args.index / meta["items_file"], "items")
-    if sha1_lines(items) != meta["items_sha1"] or len(items) != index.n_items:
-        raise SystemExit(f"axn-fast: {meta['items_file']!r} in {str(args.index)!r} does not match the index "
-                         "(edited after indexing?)")
-    budget = min(args.budget, index.n_items)
-    k = min(args.k, budget)
-    rounds = min(args.rounds, budget)
-    de = HFDualEncoder(resolve_model(meta["de_model"]), device=args.device, show_progress_bar=False)
-    ce = HFCrossEncoder(resolve_model(meta["ce_model"]), items, head=meta["ce"]["head"],
-                        max_length=meta["ce"]["max_length"], device=args.device, show_progress_bar=False)
-    Q = de.encode(queries)
-    enc = getattr(index, "query_encoder", None)
-    U0 = enc.embed_queries(Q) if enc is not None else Q
+        raise UsageError("give a query text or --query-file")
+    bundle = IndexBundle.load(args.index, verify="full")
+    if bundle.items is None or bundle.ce is None or bundle.de_model is None:
+        raise ValueError(f"{str(args.index)!r} was not written by `axn-fast index` (it records no items, "
+                         "cross-encoder or dual-encoder); use the Python API for it")
+    budget = min(args.budget, bundle.index.n_items)
+    k, rounds = min(args.k, budget), min(args.rounds, budget)
+    items = bundle.items
+    de = HFDualEncoder(model_path(bundle.de_model), device=args.device, show_progress_bar=False)
+    ce = bundle.load_cross_encoder(device=args.device, show_progress_bar=False)
+    U0 = bundle.embed_queries(de.encode(queries))
     for q, u0 in zip(queries, U0):
-        res = index.adaptive_search(q, ce, budget, k=k, rounds=rounds, u0=u0, lam=args.lam)
+        res = bundle.index.adaptive_search(q, ce, budget, k=k, rounds=rounds, u0=u0, lam=args.lam,
+                                           normalization=bundle.normalization)
         if args.json:
             print(json.dumps({"query": q, "ids": res.ids.tolist(), "scores": [float(s) for s in res.scores],
                               "items": [items[i] for i in res.ids], "ce_calls": res.n_ce_calls}))

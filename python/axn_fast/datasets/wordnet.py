@@ -146,3 +146,75 @@ def wordnet(wordnet_dir: Union[str, os.PathLike, None] = None) -> WordNetTask:
         queries=queries,
         gold=np.array(gold, dtype=np.int64),
     )
+
+
+@dataclass
+class CETrainingSplit:
+    """WordNet nouns split for training a CE, disjoint from the shipped subset.
+
+    items: (n_items,) every noun synset's text (ids index this list);
+    item_offsets: (n_items,) int64 WordNet offsets; ``{train,dev,eval}_queries``
+    with ``{train,dev,eval}_gold`` ((n,) int64 item ids). The split is by gold
+    synset: no synset is the gold of queries in two parts, so the eval and dev
+    queries' senses were never a training target. ``excluded``: how many
+    queries were left out because of the shipped subset.
+    """
+
+    items: List[str]
+    item_offsets: np.ndarray
+    train_queries: List[str]
+    train_gold: np.ndarray
+    dev_queries: List[str]
+    dev_gold: np.ndarray
+    eval_queries: List[str]
+    eval_gold: np.ndarray
+    excluded: Dict[str, int]
+
+
+def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(), exclude_offsets=(),
+                      n_eval: int = 500, n_dev: int = 200, n_train: Optional[int] = None,
+                      seed: int = 0) -> CETrainingSplit:
+    """Split the WordNet noun task into train / dev / eval queries for CE training.
+
+    task: from :func:`wordnet` (built when None); exclude_queries: query texts
+    never used (e.g. every query of the shipped subset); exclude_offsets:
+    synset offsets whose example sentences are never used (e.g. the shipped
+    subset's items). Gold synsets are shuffled with ``seed`` and taken whole
+    into eval until it holds >= ``n_eval`` queries, then dev (>= ``n_dev``),
+    then train (the first ``n_train`` queries of the shuffled rest, all when None).
+    """
+    task = wordnet() if task is None else task
+    skip_q = set(exclude_queries)
+    skip_off = {int(o) for o in exclude_offsets}
+    gold_off = task.item_offsets[task.gold]
+    keep = np.array([q not in skip_q and int(o) not in skip_off for q, o in zip(task.queries, gold_off.tolist())],
+                    dtype=bool)
+    by_gold: Dict[int, List[int]] = {}
+    for r in np.flatnonzero(keep).tolist():
+        by_gold.setdefault(int(task.gold[r]), []).append(r)
+    rng = np.random.default_rng(seed)
+    golds = np.array(sorted(by_gold), dtype=np.int64)
+    golds = golds[rng.permutation(golds.shape[0])]
+    parts: Dict[str, List[int]] = {"eval": [], "dev": [], "train": []}
+    want = {"eval": n_eval, "dev": n_dev}
+    for g in golds.tolist():
+        part = "eval" if len(parts["eval"]) < want["eval"] else "dev" if len(parts["dev"]) < want["dev"] else "train"
+        parts[part].extend(by_gold[g])
+    if len(parts["eval"]) < n_eval or len(parts["dev"]) < n_dev:
+        raise ValueError(f"only {int(keep.sum())} usable queries: cannot hold n_eval={n_eval} and n_dev={n_dev}")
+    train = parts["train"]
+    train = [train[i] for i in rng.permutation(len(train))]
+    if n_train is not None:
+        if n_train > len(train):
+            raise ValueError(f"n_train={n_train} but only {len(train)} training queries are left")
+        train = train[:n_train]
+
+    def texts(rows):
+        return [task.queries[r] for r in rows], task.gold[np.array(rows, dtype=np.int64)].astype(np.int64)
+
+    tq, tg = texts(train)
+    dq, dg = texts(parts["dev"])
+    eq, eg = texts(parts["eval"])
+    return CETrainingSplit(items=list(task.items), item_offsets=task.item_offsets, train_queries=tq, train_gold=tg,
+                           dev_queries=dq, dev_gold=dg, eval_queries=eq, eval_gold=eg,
+                           excluded={"queries": int((~keep).sum())})

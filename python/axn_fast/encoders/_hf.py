@@ -78,14 +78,59 @@ def dtype_kwarg(transformers, dtype) -> dict:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def load_tokenizer(path: Path, transformers):
-    tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+def is_local(source) -> bool:
+    """A local checkpoint directory (as opposed to a hub id)."""
+    return isinstance(source, Path)
+
+
+def resolve_source(model):
+    """A local directory (as a checked Path) or a hub id (as a str).
+
+    A str or path naming an existing directory, or holding a path separator,
+    is a local checkpoint and is checked like :func:`check_model_dir`; any
+    other str (``"org/name"`` with one slash, no such directory) is a hub id,
+    loaded by transformers only where a hub is reachable.
+    """
+    if isinstance(model, str) and not Path(model).expanduser().exists() and _looks_like_hub_id(model):
+        return model
+    return check_model_dir(model)
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return (0 < len(parts) <= 2 and all(parts) and not name.startswith((".", "~"))
+            and all(c.isalnum() or c in "-_." for p in parts for c in p))
+
+
+def load_tokenizer(path, transformers):
+    tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=is_local(path))
     if tok.pad_token_id is None:
         raise ValueError(f"the tokenizer in {str(path)!r} has no padding token")
     return tok
 
 
-def check_vocab(tokenizer, model, path: Path):
+def check_loaded(model, tokenizer) -> None:
+    """An already-loaded (model, tokenizer) pair: a torch transformers model and a callable tokenizer."""
+    torch, _ = import_torch_transformers("a loaded model")
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"model must be a transformers model (torch.nn.Module with a config), "
+                        f"got {type(model).__name__}")
+    if not callable(tokenizer) or not hasattr(tokenizer, "num_special_tokens_to_add"):
+        raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("tokenizer must be a fast (tokenizers-backed) tokenizer: the pair spans come "
+                        "from sequence_ids()")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no padding token")
+    check_vocab(tokenizer, model, "the loaded model")
+
+
+def uses_token_types(model) -> bool:
+    """Whether to pass token_type_ids: the forward takes them and the model has a segment table for them."""
+    return accepts_token_type_ids(model) and int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
+
+
+def check_vocab(tokenizer, model, path) -> None:
     """A tokenizer that emits ids the model's embedding table lacks is a mismatch."""
     n_tok = len(tokenizer)
     n_emb = model.get_input_embeddings().num_embeddings

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from axn_fast.encoders import _hf
+from axn_fast._progress import progress
 from axn_fast._validation import as_ids, check_int
+from axn_fast.encoders import _hf
+from axn_fast.encoders.delta import apply_delta, read_delta
 from axn_fast.errors import CrossEncoderError
 
 HEADS = ("emb-dot", "emb-cos", "cls")
@@ -178,23 +182,177 @@ class CachedCrossEncoder:
         return scores
 
 
-class HFCrossEncoder(CachedCrossEncoder):
-    """A transformers encoder from a local directory, scoring (query, item) pairs.
+def _special_pair_tokens(tokenizer) -> int:
+    n = int(tokenizer.num_special_tokens_to_add(pair=True))
+    return n
 
-    model_path: directory with config.json, safetensors weights and a BERT-style
-    tokenizer (with [CLS]/[SEP]); items: the item texts (ids index this list);
-    head: "emb-dot" | "emb-cos" | "cls" (see the module docstring); device:
-    "auto" (CUDA when present) | "cpu" | "cuda[:N]"; dtype: None (bf16/fp16 on
-    GPU, fp32 on CPU) or "float32" | "float16" | "bfloat16"; batch_size: pairs
-    per forward pass; max_length: tokens per pair including the 3 special
-    tokens. When a pair is too long the item is cut first, but the query keeps
-    at most half the room when the item needs it. Pairs of one call are sorted
-    by length so each batch pads little.
+
+def kept_lengths(lq: np.ndarray, li: np.ndarray, room: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Content tokens kept per pair, (query, item): the item is cut first, but the
+    query keeps at most half of ``room`` when the item needs it.
+
+    lq, li: (n,) token counts of the query and item texts alone; room: content
+    tokens a pair may hold (max_length minus the template's special tokens).
+    """
+    lq = np.asarray(lq, dtype=np.int64)
+    li = np.asarray(li, dtype=np.int64)
+    li_keep = np.minimum(li, np.maximum(room - lq, np.minimum(li, room // 2)))
+    lq_keep = np.minimum(lq, room - li_keep)
+    return lq_keep, li_keep
+
+
+def encode_pairs(tokenizer, queries: Sequence[str], items: Sequence[str], max_length: int,
+                 item_lengths: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """Tokenise (query, item) pairs with the tokenizer's own pair template.
+
+    queries, items: (B,) texts (pair b is ``(queries[b], items[b])``); max_length:
+    tokens per pair including the template's special tokens; item_lengths:
+    optional (B,) token counts of the items alone (computed when absent).
+    Truncation follows :func:`kept_lengths`. Returns (B, L) int64 arrays
+    ``input_ids``, ``attention_mask`` (and whatever else the tokenizer returns,
+    e.g. ``token_type_ids``) plus float32 ``query_mask`` / ``item_mask`` marking
+    the query's and the item's content tokens (found with ``sequence_ids()``:
+    special tokens and padding excluded).
+    """
+    if len(queries) != len(items):
+        raise ValueError(f"queries and items must have the same length, got {len(queries)} and {len(items)}")
+    room = max_length - _special_pair_tokens(tokenizer)
+    if room < 2:
+        raise ValueError(f"max_length={max_length} leaves no room for content tokens")
+    uniq = list(dict.fromkeys(queries))
+    qenc = tokenizer(uniq, add_special_tokens=False, return_offsets_mapping=True)
+    q_len = {q: len(ids) for q, ids in zip(uniq, qenc["input_ids"])}
+    q_off = dict(zip(uniq, qenc["offset_mapping"]))
+    for q in uniq:
+        if q_len[q] == 0:
+            raise ValueError(f"query {q!r} has no tokens under this tokenizer")
+    if item_lengths is None:
+        item_lengths = np.array([len(t) for t in tokenizer(list(items), add_special_tokens=False)["input_ids"]],
+                                dtype=np.int64)
+    lq = np.array([q_len[q] for q in queries], dtype=np.int64)
+    lq_keep, _ = kept_lengths(lq, item_lengths, room)
+    # a query longer than its share is cut at a token boundary of its own text
+    cut = [q if k >= n else q[:int(q_off[q][k - 1][1])] for q, k, n in zip(queries, lq_keep.tolist(), lq.tolist())]
+    enc = tokenizer(cut, list(items), truncation="only_second", max_length=max_length, padding=True,
+                    return_tensors="np")
+    B, L = enc["input_ids"].shape
+    qmask = np.zeros((B, L), dtype=np.float32)
+    imask = np.zeros((B, L), dtype=np.float32)
+    for b in range(B):
+        seq = enc.sequence_ids(b)
+        for j, s in enumerate(seq):
+            if s == 0:
+                qmask[b, j] = 1.0
+            elif s == 1:
+                imask[b, j] = 1.0
+    out = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()
+           if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if not imask.sum(1).all():
+        raise ValueError("a pair has no item tokens left after truncation; raise max_length")
+    out["query_mask"] = qmask
+    out["item_mask"] = imask
+    return out
+
+
+def pair_scores(model, head: str, batch: Dict[str, "object"]):
+    """The one forward pass from a tokenised pair batch to scores, for inference and training alike.
+
+    model: a transformers encoder (``AutoModel``) for the ``emb-*`` heads, a
+    sequence-classification model with one logit for ``"cls"``; batch: torch
+    tensors as returned by :func:`encode_pairs` (moved to the model's device).
+    Returns a (B,) float32 torch tensor; gradients flow when called outside
+    ``torch.inference_mode()``.
+    """
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    out = model(**inputs)
+    if head == "cls":
+        return out.logits.float()[:, 0]
+    h = out.last_hidden_state.float()
+    qm, im = batch["query_mask"].to(h.dtype), batch["item_mask"].to(h.dtype)
+    eq = (qm.unsqueeze(-1) * h).sum(1) / qm.sum(1, keepdim=True)
+    ei = (im.unsqueeze(-1) * h).sum(1) / im.sum(1, keepdim=True)
+    s = (eq * ei).sum(-1)
+    if head == "emb-cos":
+        s = s / (eq.norm(dim=-1) * ei.norm(dim=-1)).clamp_min(1e-12)
+    return s
+
+
+def model_inputs(model, batch: Dict[str, np.ndarray], device, torch) -> dict:
+    """numpy pair batch -> torch tensors on ``device``, dropping token types the model cannot take."""
+    out = {}
+    for k, v in batch.items():
+        if k == "token_type_ids" and not _hf.uses_token_types(model):
+            continue
+        out[k] = torch.from_numpy(v).to(device)
+    return out
+
+
+def load_pair_model(model, head: str, transformers, dtype, *, warn: bool = True):
+    """The transformers model (+ tokenizer) a head needs, from a path, a hub id or (model, tokenizer).
+
+    Returns ``(model, tokenizer, source)``, ``source`` a string naming where it came from.
+    """
+    if isinstance(model, tuple):
+        if len(model) != 2:
+            raise TypeError("model must be a path, a hub id or a (model, tokenizer) pair")
+        mdl, tok = model
+        _hf.check_loaded(mdl, tok)
+        if head == "cls":
+            if not hasattr(mdl, "classifier") and "ForSequenceClassification" not in type(mdl).__name__:
+                raise ValueError("head='cls' needs a sequence-classification model with one logit, got "
+                                 f"{type(mdl).__name__}")
+            if int(getattr(mdl.config, "num_labels", 1)) != 1:
+                raise ValueError(f"head='cls' needs a model with one output logit, this one has "
+                                 f"{mdl.config.num_labels}")
+        return mdl, tok, f"{type(mdl).__name__}:{getattr(mdl.config, '_name_or_path', '') or 'in-memory'}"
+    src = _hf.resolve_source(model)
+    tok = _hf.load_tokenizer(src, transformers)
+    local = _hf.is_local(src)
+    if head == "cls":
+        config = transformers.AutoConfig.from_pretrained(str(src), local_files_only=local)
+        trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        kwargs = {} if trained else {"num_labels": 1}
+        mdl = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(src), local_files_only=local, use_safetensors=True, **_hf.dtype_kwarg(transformers, dtype), **kwargs)
+        if mdl.config.num_labels != 1:
+            raise ValueError(f"head='cls' needs a checkpoint with one output logit, {str(src)!r} has "
+                             f"{mdl.config.num_labels}")
+        if not trained and warn:
+            warnings.warn(f"{str(src)!r} is not a sequence-classification checkpoint: the 'cls' head "
+                          "is randomly initialised and its scores are meaningless", UserWarning, stacklevel=3)
+    else:
+        mdl = transformers.AutoModel.from_pretrained(
+            str(src), local_files_only=local, use_safetensors=True, **_hf.dtype_kwarg(transformers, dtype))
+    _hf.check_vocab(tok, mdl, src)
+    return mdl, tok, str(src)
+
+
+class HFCrossEncoder(CachedCrossEncoder):
+    """A transformers encoder scoring (query, item) pairs.
+
+    model: a local checkpoint directory (config.json + safetensors weights +
+    tokenizer), a hub id (only where a hub is reachable; local directories are
+    never downloaded to), or an already-loaded ``(model, tokenizer)`` pair
+    (``AutoModel`` for the ``emb-*`` heads, a one-logit sequence-classification
+    model for ``"cls"``); items: the item texts (ids index this list); head:
+    "emb-dot" | "emb-cos" | "cls" (see the module docstring); device: "auto"
+    (CUDA when present) | "cpu" | "cuda[:N]"; dtype: None (bf16/fp16 on GPU,
+    fp32 on CPU) or "float32" | "float16" | "bfloat16"; batch_size: pairs per
+    forward pass; max_length: tokens per pair including the template's special
+    tokens.
+
+    Pairs are built with the tokenizer's own pair template (BERT's ``[CLS] q
+    [SEP] i [SEP]``, RoBERTa's ``<s> q </s></s> i </s>``, ...) and the query's
+    and item's tokens are found with ``sequence_ids()``. When a pair is too long
+    the item is cut first, but the query keeps at most half the room when the
+    item needs it. Pairs of one call are sorted by length so each batch pads
+    little. :meth:`from_trained` loads a CE trained by
+    :func:`axn_fast.encoders.training.train_cross_encoder`.
     """
 
-    def __init__(self, model_path, items, *, head: str = "emb-dot", device="auto", dtype=None,
+    def __init__(self, model, items, *, head: str = "emb-dot", device="auto", dtype=None,
                  batch_size: int = 64, max_length: int = 128, show_progress_bar=None,
-                 cache: Optional[PairScoreCache] = None):
+                 cache: Optional[PairScoreCache] = None, _name: Optional[str] = None):
         super().__init__(items, cache=cache)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -202,139 +360,90 @@ class HFCrossEncoder(CachedCrossEncoder):
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.max_length = check_int(max_length, "max_length", minimum=8)
         self.show_progress_bar = show_progress_bar
-        path = _hf.check_model_dir(model_path)
         torch, transformers = _hf.import_torch_transformers("HFCrossEncoder")
         self._torch = torch
         self.device = _hf.resolve_device(device, torch)
         self.dtype = _hf.resolve_dtype(dtype, self.device, torch)
-        self.model_path = path
-        tok = _hf.load_tokenizer(path, transformers)
-        if tok.cls_token_id is None or tok.sep_token_id is None:
-            raise ValueError(f"the tokenizer in {str(path)!r} has no [CLS]/[SEP] tokens; "
-                             "a BERT-style tokenizer is needed")
+        mdl, tok, source = load_pair_model(model, head, transformers, self.dtype)
+        if tok.pad_token_id is None:
+            raise ValueError("the tokenizer has no padding token")
+        self.model_path = Path(source) if not isinstance(model, tuple) else None
+        self._source = _name or source
         self.tokenizer = tok
-        if head == "cls":
-            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-            trained = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-            kwargs = {} if trained else {"num_labels": 1}
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(path), local_files_only=True, use_safetensors=True,
-                **_hf.dtype_kwarg(transformers, self.dtype), **kwargs)
-            if model.config.num_labels != 1:
-                raise ValueError(f"head='cls' needs a checkpoint with one output logit, {str(path)!r} has "
-                                 f"{model.config.num_labels}")
-            if not trained:
-                import warnings
-
-                warnings.warn(f"{str(path)!r} is not a sequence-classification checkpoint: the 'cls' head "
-                              "is randomly initialised and its scores are meaningless", UserWarning, stacklevel=2)
-        else:
-            model = transformers.AutoModel.from_pretrained(
-                str(path), local_files_only=True, use_safetensors=True,
-                **_hf.dtype_kwarg(transformers, self.dtype))
-        _hf.check_vocab(tok, model, path)
-        self.model = model.to(self.device).eval()
-        self._token_types = _hf.accepts_token_type_ids(self.model)
-        # items are tokenised once; a pair never holds more than max_length - 3 content tokens
-        enc = tok(self.items, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        self.model = mdl.to(device=self.device, dtype=self.dtype).eval()
+        self._model_id = id(self.model) if isinstance(model, tuple) else None  # a loaded model has no path
+        self._room = self.max_length - _special_pair_tokens(tok)
+        if self._room < 2:
+            raise ValueError(f"max_length={self.max_length} leaves no room for content tokens")
+        # item token counts are computed once; they decide the truncation and the batching order
+        enc = tok(self.items, add_special_tokens=False)["input_ids"]
         for i, t in enumerate(enc):
             if not t:
                 raise ValueError(f"items[{i}] ({self.items[i]!r}) has no tokens under this tokenizer")
-        self._item_tokens = enc
         self._item_len = np.array([len(t) for t in enc], dtype=np.int64)
-        self._query_tokens: "OrderedDict[str, List[int]]" = OrderedDict()
+
+    @classmethod
+    def from_trained(cls, path, items, *, base=None, device="auto", dtype=None, batch_size: int = 64,
+                     max_length: Optional[int] = None, show_progress_bar=None,
+                     cache: Optional[PairScoreCache] = None) -> "HFCrossEncoder":
+        """A CE trained by :func:`~axn_fast.encoders.training.train_cross_encoder` (saved as a delta).
+
+        path: the directory holding ``delta.safetensors`` and ``manifest.json``;
+        base: the base checkpoint (path, hub id or loaded ``(model, tokenizer)``;
+        default: the path recorded in the manifest). The base's weights must
+        hash to the manifest's SHA-256, else ValueError; the trained
+        parameters then replace the base's. max_length: default the one it
+        was trained with.
+        """
+        torch, transformers = _hf.import_torch_transformers("HFCrossEncoder.from_trained")
+        manifest, delta = read_delta(path)
+        head = manifest["head"]
+        if base is None:
+            base = manifest["base"].get("path")
+            if not base:
+                raise ValueError(f"{str(path)!r} records no base path; pass base=")
+        mdl, tok, _ = load_pair_model(base, head, transformers, torch.float32, warn=False)
+        apply_delta(mdl, manifest, delta)
+        return cls((mdl, tok), items, head=head, device=device, dtype=dtype, batch_size=batch_size,
+                   max_length=int(manifest.get("max_length", 128)) if max_length is None else max_length,
+                   show_progress_bar=show_progress_bar, cache=cache,
+                   _name=f"{manifest['base'].get('name', 'model')}+{manifest.get('name', Path(path).name)}")
 
     @property
     def config(self) -> dict:
         """What determines the scores (recorded next to stored score matrices)."""
-        return {"model": self.model_path.name if self.model_path.name != "model" else self.model_path.parent.name,
-                "head": self.head, "max_length": self.max_length,
+        if self.model_path is not None and self._source == str(self.model_path):
+            p = self.model_path
+            name = p.name if p.name != "model" else p.parent.name
+        else:
+            name = self._source
+        return {"model": name, "head": self.head, "max_length": self.max_length,
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "truncation": "item first; query keeps at most half when the item needs it"}
 
     @property
     def _namespace(self):
-        return ("hf", str(self.model_path), self.head, self.max_length, str(self.dtype), self._items_digest)
+        return ("hf", self._source, self._model_id, self.head, self.max_length, str(self.dtype), self._items_digest)
 
-    def _query_ids(self, query: str) -> List[int]:
-        toks = self._query_tokens.get(query)
-        if toks is None:
-            toks = self.tokenizer(query, add_special_tokens=False, truncation=True,
-                                  max_length=self.max_length)["input_ids"]
-            if not toks:
-                raise ValueError(f"query {query!r} has no tokens under this tokenizer")
-            self._query_tokens[query] = toks
-            if len(self._query_tokens) > 256:
-                self._query_tokens.popitem(last=False)
-        return toks
+    def _batch_tensors(self, query: str, ids: np.ndarray) -> Dict[str, np.ndarray]:
+        return encode_pairs(self.tokenizer, [query] * ids.shape[0], [self.items[i] for i in ids.tolist()],
+                            self.max_length, item_lengths=self._item_len[ids])
 
-    def _lengths(self, lq: int, li: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Token counts kept per pair: (query, item), item truncated first."""
-        room = self.max_length - 3
-        li_keep = np.minimum(li, np.maximum(room - lq, np.minimum(li, room // 2)))
-        lq_keep = np.minimum(lq, room - li_keep)
-        return lq_keep, li_keep
-
-    def _batch_tensors(self, q: List[int], ids: np.ndarray):
-        lq_keep, li_keep = self._lengths(len(q), self._item_len[ids])
-        total = lq_keep + li_keep + 3
-        B, L = ids.shape[0], int(total.max())
-        input_ids = np.full((B, L), self.tokenizer.pad_token_id, dtype=np.int64)
-        attn = np.zeros((B, L), dtype=np.int64)
-        types = np.zeros((B, L), dtype=np.int64)
-        qmask = np.zeros((B, L), dtype=np.float32)
-        imask = np.zeros((B, L), dtype=np.float32)
-        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        for b, i in enumerate(ids.tolist()):
-            a, c = int(lq_keep[b]), int(li_keep[b])
-            row = [cls, *q[:a], sep, *self._item_tokens[i][:c], sep]
-            input_ids[b, :len(row)] = row
-            attn[b, :len(row)] = 1
-            types[b, a + 2:len(row)] = 1
-            qmask[b, 1:a + 1] = 1.0
-            imask[b, a + 2:a + 2 + c] = 1.0
-        return input_ids, attn, types, qmask, imask
-
-    def _forward(self, input_ids, attn, types, qmask, imask) -> np.ndarray:
+    def _forward(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        dev = self.device
-        kwargs = {"input_ids": torch.from_numpy(input_ids).to(dev),
-                  "attention_mask": torch.from_numpy(attn).to(dev)}
-        if self._token_types:
-            kwargs["token_type_ids"] = torch.from_numpy(types).to(dev)
         with torch.inference_mode():
-            out = self.model(**kwargs)
-            if self.head == "cls":
-                return out.logits.float()[:, 0].cpu().numpy()
-            h = out.last_hidden_state.float()
-            qm = torch.from_numpy(qmask).to(dev)
-            im = torch.from_numpy(imask).to(dev)
-            eq = torch.einsum("bl,bld->bd", qm, h) / qm.sum(1, keepdim=True)
-            ei = torch.einsum("bl,bld->bd", im, h) / im.sum(1, keepdim=True)
-            s = (eq * ei).sum(-1)
-            if self.head == "emb-cos":
-                s = s / (eq.norm(dim=-1) * ei.norm(dim=-1)).clamp_min(1e-12)
-            return s.cpu().numpy()
+            return pair_scores(self.model, self.head, model_inputs(self.model, batch, self.device, torch)).cpu().numpy()
 
     def _score_batches(self, query, ids):
-        q = self._query_ids(query)
         order = np.argsort(-self._item_len[ids], kind="stable")  # longest first: similar lengths share a batch
         ids = ids[order]
         starts = range(0, ids.shape[0], self.batch_size)
-        bar = None
-        if _hf.show_bar(self.show_progress_bar) and len(starts) > 1:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=ids.shape[0], desc="CE pairs", unit="pair", leave=False)
-        try:
+        with progress(total=ids.shape[0], desc="CE pairs", unit="pair",
+                      show=self.show_progress_bar if len(starts) > 1 else False) as bar:
             for s in starts:
                 b = ids[s:s + self.batch_size]
-                yield b, self._forward(*self._batch_tensors(q, b))
-                if bar is not None:
-                    bar.update(b.shape[0])
-        finally:
-            if bar is not None:
-                bar.close()
+                yield b, self._forward(self._batch_tensors(query, b))
+                bar.update(b.shape[0])
 
 
 class SentenceTransformersCE(CachedCrossEncoder):
@@ -343,6 +452,13 @@ class SentenceTransformersCE(CachedCrossEncoder):
     cross_encoder: a loaded ``sentence_transformers.CrossEncoder`` with one
     output per pair; items: the item texts; batch_size: pairs per ``predict``
     call (each call's scores are cached as soon as it returns).
+
+    Scores are the model's raw logits: ``predict`` is called with an identity
+    activation (``activation_fn`` since sentence-transformers 3/4,
+    ``activation_fct`` before), not the Sigmoid it applies by default to
+    one-label models, so AXN fits the same numbers ``HFCrossEncoder(head="cls")``
+    returns for the checkpoint (least squares on squashed scores is a
+    different, worse problem).
     """
 
     def __init__(self, cross_encoder, items, *, batch_size: int = 32,
@@ -358,6 +474,18 @@ class SentenceTransformersCE(CachedCrossEncoder):
         super().__init__(items, cache=cache)
         self.cross_encoder = cross_encoder
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        import inspect
+
+        import torch
+
+        params = inspect.signature(cross_encoder.predict).parameters
+        if "activation_fn" in params:
+            self._raw = {"activation_fn": torch.nn.Identity()}
+        elif "activation_fct" in params:
+            self._raw = {"activation_fct": torch.nn.Identity()}
+        else:
+            raise ImportError("this sentence-transformers version's CrossEncoder.predict takes no activation "
+                              "argument, so raw logits cannot be asked for; use sentence-transformers >= 2.2")
 
     @property
     def _namespace(self):
@@ -367,8 +495,8 @@ class SentenceTransformersCE(CachedCrossEncoder):
         for s in range(0, ids.shape[0], self.batch_size):
             b = ids[s:s + self.batch_size]
             pairs = [(query, self.items[i]) for i in b.tolist()]
-            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size,
-                                                        show_progress_bar=False, convert_to_numpy=True))
+            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                        convert_to_numpy=True, **self._raw))
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
             if out.ndim != 1:

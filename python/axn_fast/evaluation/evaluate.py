@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from axn_fast.search.budget import top_new
+from axn_fast.search.topk import top_ids
 from axn_fast._validation import as_float32_array, check_int
 from axn_fast.methods.baselines import exact_search
 
@@ -242,7 +242,7 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
         counting.reset()
         t0 = time.perf_counter()
         if S is not None:
-            truth[q] = top_new(S[q], k_need)
+            truth[q] = top_ids(S[q], k_need)
         else:
             truth[q] = exact_search(q, counting, n_items, k=k_need).ids
         exact_secs.append(time.perf_counter() - t0 - counting.seconds)

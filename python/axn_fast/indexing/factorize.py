@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from axn_fast import _core
+from axn_fast._core import SparseSgd, sparse_rmse
 from axn_fast._validation import as_float32_array, check_float, check_int, resolve_num_threads
-from axn_fast.indexing.score_matrix import ScoreMatrix, _show_bar
+from axn_fast._progress import progress
+from axn_fast.indexing.score_matrix import ScoreMatrix
 
 
 @dataclass
@@ -43,7 +44,7 @@ class FactorizationHistory:
     stopped_early: bool = False
 
 
-def _init_factor(X0, n: int, dim: int, scale: float, rng, name: str) -> np.ndarray:
+def _init_factor(X0: Any, n: int, dim: int, scale: float, rng: np.random.Generator, name: str) -> np.ndarray:
     if X0 is None:
         return (scale * rng.standard_normal((n, dim))).astype(np.float32)
     X = as_float32_array(X0, name, ndim=(2,))
@@ -52,7 +53,9 @@ def _init_factor(X0, n: int, dim: int, scale: float, rng, name: str) -> np.ndarr
     return X.copy()  # never update the caller's array
 
 
-def _as_validation(validation, shape) -> Optional[ScoreMatrix]:
+def as_validation(validation: Any, shape: Tuple[int, int]) -> Optional[ScoreMatrix]:
+    """Held-out entries of a matrix of ``shape`` as a ScoreMatrix: a ScoreMatrix, a scipy sparse
+    matrix, (rows, cols, vals) or (rows, cols, vals, shape); None stays None."""
     if validation is None:
         return None
     if isinstance(validation, (tuple, list)) and len(validation) == 3:
@@ -63,11 +66,11 @@ def _as_validation(validation, shape) -> Optional[ScoreMatrix]:
     return V
 
 
-def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 20, lr: float = 0.01,
-              reg: float = 0.01, lr_decay: float = 0.0, num_threads: int = 0, seed: Optional[int] = None,
-              validation=None, patience: Optional[int] = None, restore_best: bool = True,
-              target_rmse: Optional[float] = None, n_blocks: int = 16, show_progress_bar=None,
-              ) -> Tuple[np.ndarray, np.ndarray, FactorizationHistory]:
+def factorize(G: Any, *, dim: Optional[int] = None, U0: Any = None, V0: Any = None, epochs: int = 20,
+              lr: float = 0.01, reg: float = 0.01, lr_decay: float = 0.0, num_threads: int = 0,
+              seed: Optional[int] = None, validation: Any = None, patience: Optional[int] = None,
+              restore_best: bool = True, target_rmse: Optional[float] = None, n_blocks: int = 16,
+              show_progress_bar: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray, FactorizationHistory]:
     """Fit U (n_queries, dim) and V (n_items, dim) to the observed entries of G.
 
     G : :class:`~axn_fast.indexing.score_matrix.ScoreMatrix`, a scipy sparse matrix, or
@@ -127,18 +130,14 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
     scale = float(np.sqrt(0.1 * max(rms, 1e-6) / np.sqrt(dim)))
     U = _init_factor(U0, n_rows, dim, scale, rng, "U0")
     V = _init_factor(V0, n_cols, dim, scale, rng, "V0")
-    val = _as_validation(validation, G.shape)
+    val = as_validation(validation, G.shape)
     if val is None and (patience is not None or target_rmse is not None):
         raise ValueError("patience and target_rmse need validation entries")
 
-    sgd = _core.SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
+    sgd = SparseSgd(G.rows, G.cols, G.vals, n_rows, n_cols, n_blocks, seed)
     hist = FactorizationHistory()
-    best = (np.inf, None, None)
-    bar = None
-    if _show_bar(show_progress_bar):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, desc="MF_TRNS (SGD)", unit="epoch")
+    best_rmse, best_epoch, best_uv = np.inf, -1, None
+    bar = progress(total=epochs, desc="MF_TRNS (SGD)", unit="epoch", show=show_progress_bar)
     try:
         for t in range(epochs):
             lr_t = lr / (1.0 + lr_decay * t)
@@ -151,38 +150,34 @@ def factorize(G, *, dim: Optional[int] = None, U0=None, V0=None, epochs: int = 2
             hist.train_rmse.append(float(train))
             hist.lr.append(lr_t)
             hist.best_epoch = t
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if val is None:
-                if bar is not None:
-                    bar.set_postfix(train_rmse=f"{train:.4f}")
+                bar.set_postfix(train_rmse=f"{train:.4f}", refresh=False)
                 continue
-            v = float(_core.sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
+            v = float(sparse_rmse(val.rows, val.cols, val.vals, U, V, threads))
             hist.val_rmse.append(v)
-            if bar is not None:
-                bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}")
-            if v < best[0]:
-                best = (v, t, (U.copy(), V.copy()) if restore_best else None)
+            bar.set_postfix(train_rmse=f"{train:.4f}", val_rmse=f"{v:.4f}", refresh=False)
+            if v < best_rmse:
+                best_rmse, best_epoch, best_uv = v, t, ((U.copy(), V.copy()) if restore_best else None)
             if target_rmse is not None and v <= target_rmse:
                 hist.stopped_early = t < epochs - 1
                 break
-            if patience is not None and t - best[1] >= patience:
+            if patience is not None and t - best_epoch >= patience:
                 hist.stopped_early = True
                 break
     finally:
-        if bar is not None:
-            bar.close()
-    if val is not None and restore_best and best[2] is not None and best[1] != hist.best_epoch:
-        U, V = best[2]
-        hist.best_epoch = best[1]
+        bar.close()
+    if val is not None and restore_best and best_uv is not None and best_epoch != hist.best_epoch:
+        U, V = best_uv
+        hist.best_epoch = best_epoch
     return U, V, hist
 
 
-def rmse(G, U, V, *, num_threads: int = 0) -> float:
+def rmse(G: Any, U: Any, V: Any, *, num_threads: int = 0) -> float:
     """RMSE of the observed entries of G against U V^T (double-precision sums)."""
     G = ScoreMatrix.from_any(G)
     U = as_float32_array(U, "U", ndim=(2,))
     V = as_float32_array(V, "V", ndim=(2,), dim=U.shape[1])
     if U.shape[0] != G.shape[0] or V.shape[0] != G.shape[1]:
         raise ValueError(f"U {U.shape} and V {V.shape} do not match G's shape {G.shape}")
-    return float(_core.sparse_rmse(G.rows, G.cols, G.vals, U, V, resolve_num_threads(num_threads)))
+    return float(sparse_rmse(G.rows, G.cols, G.vals, U, V, resolve_num_threads(num_threads)))

@@ -15,22 +15,25 @@ Weights are saved as safetensors (no pickle).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from axn_fast._validation import as_float32_array, check_float, check_int
-from axn_fast.indexing.score_matrix import ScoreMatrix, _show_bar
+from axn_fast._progress import progress
+from axn_fast.indexing.factorize import as_validation
+from axn_fast.indexing.score_matrix import ScoreMatrix
 
 SKIP_INIT = -5.0
 _FORMAT = "axn_fast.inductive_mf"
 
 
-def _torch():
+def _torch() -> Any:
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - torch is in the ce extra
@@ -38,24 +41,46 @@ def _torch():
     return torch
 
 
-def _skip_mlp_class():
+def _skip_mlp_class() -> Any:
     torch = _torch()
     nn = torch.nn
 
-    class SkipMLP(nn.Module):
+    class SkipMLP(nn.Module):  # type: ignore[name-defined,misc]  # torch is imported lazily
         """x -> sigmoid(w) (b2 + W2^T gelu(b1 + W1^T x)) + (1 - sigmoid(w)) x."""
 
-        def __init__(self, dim: int, hidden: int):
+        def __init__(self, dim: int, hidden: int) -> None:
             super().__init__()
             self.lin1 = nn.Linear(dim, hidden)
             self.lin2 = nn.Linear(hidden, dim)
             self.w_skip = nn.Parameter(torch.tensor(SKIP_INIT))
 
-        def forward(self, x):
+        def forward(self, x: Any) -> Any:
             g = torch.sigmoid(self.w_skip)
             return g * self.lin2(torch.nn.functional.gelu(self.lin1(x))) + (1 - g) * x
 
     return SkipMLP
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: Optional[int]) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(num_threads)`` and restore the previous count after,
+    whatever happens (None: leave torch's setting alone). The setting is process-wide while the body runs."""
+    if num_threads is None:
+        yield
+        return
+    torch = _torch()
+    n = check_int(num_threads, "num_threads", minimum=1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _skip_shapes(dim: int, hidden: int) -> Dict[str, Tuple[int, ...]]:
+    return {"lin1.weight": (hidden, dim), "lin1.bias": (hidden,), "lin2.weight": (dim, hidden),
+            "lin2.bias": (dim,), "w_skip": ()}
 
 
 @dataclass
@@ -74,7 +99,7 @@ class InductiveMF:
     (default 2d, as in the paper); seed : torch initialisation seed.
     """
 
-    def __init__(self, dim: int, *, hidden: Optional[int] = None, seed: int = 0):
+    def __init__(self, dim: int, *, hidden: Optional[int] = None, seed: int = 0) -> None:
         torch = _torch()
         self.dim = check_int(dim, "dim", minimum=1)
         self.hidden = check_int(2 * self.dim if hidden is None else hidden, "hidden", minimum=1)
@@ -89,9 +114,10 @@ class InductiveMF:
         self.history = InductiveHistory()
 
     # ------------------------------------------------------------------ training
-    def fit(self, G, query_emb, item_emb, *, epochs: int = 20, lr: float = 0.005, weight_decay: float = 0.01,
-            batch_size: int = 4096, validation=None, seed: int = 0, device: str = "cpu",
-            num_threads: Optional[int] = None, show_progress_bar=None) -> "InductiveMF":
+    def fit(self, G: Any, query_emb: Any, item_emb: Any, *, epochs: int = 20, lr: float = 0.005,
+            weight_decay: float = 0.01, batch_size: int = 4096, validation: Any = None, seed: int = 0,
+            device: str = "cpu", num_threads: Optional[int] = None,
+            show_progress_bar: Optional[bool] = None) -> "InductiveMF":
         """Train both MLPs with AdamW on the entries of G (Table 2 of the paper: lr 0.005-0.001, 10-20 epochs).
 
         G : ScoreMatrix / scipy sparse (n_train_queries, n_items) of (normalised) CE scores.
@@ -99,7 +125,8 @@ class InductiveMF:
         validation : optional held-out entries of the same shape ((rows, cols, vals) or a ScoreMatrix).
         batch_size : entries per AdamW step (entries are reshuffled every epoch from ``seed``).
         num_threads : torch CPU threads during training (None: torch's setting). Small
-            MLPs train faster on 1 thread than on many busy ones.
+            MLPs train faster on 1 thread than on many busy ones. torch's thread count is
+            restored when ``fit`` returns or raises.
         """
         torch = _torch()
         G = ScoreMatrix.from_any(G)
@@ -114,16 +141,19 @@ class InductiveMF:
         lr = check_float(lr, "lr", minimum=0.0)
         weight_decay = check_float(weight_decay, "weight_decay", minimum=0.0)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-        val = None
-        if validation is not None:
-            from axn_fast.indexing.factorize import _as_validation
-
-            val = _as_validation(validation, G.shape)
-
-        dev = torch.device(device)
-        old_threads = torch.get_num_threads()
+        val = as_validation(validation, G.shape)
         if num_threads is not None:
-            torch.set_num_threads(check_int(num_threads, "num_threads", minimum=1))
+            check_int(num_threads, "num_threads", minimum=1)
+        dev = torch.device(device)
+        with torch_threads(num_threads):
+            self._fit(G, Q, I, val, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                      seed=seed, dev=dev, show_progress_bar=show_progress_bar)
+        return self
+
+    def _fit(self, G: ScoreMatrix, Q: np.ndarray, I: np.ndarray, val: Optional[ScoreMatrix], *, epochs: int,
+             lr: float, weight_decay: float, batch_size: int, seed: int, dev: Any,
+             show_progress_bar: Optional[bool]) -> None:
+        torch = _torch()
         self.query_mlp.to(dev).train()
         self.item_mlp.to(dev).train()
         Qt, It = torch.from_numpy(Q).to(dev), torch.from_numpy(I).to(dev)
@@ -133,11 +163,7 @@ class InductiveMF:
         params = list(self.query_mlp.parameters()) + list(self.item_mlp.parameters())
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         gen = torch.Generator().manual_seed(check_int(seed, "seed", minimum=0))
-        bar = None
-        if _show_bar(show_progress_bar):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, desc="MF_IND (AdamW)", unit="epoch")
+        bar = progress(total=epochs, desc="MF_IND (AdamW)", unit="epoch", show=show_progress_bar)
         try:
             for _ in range(epochs):
                 t0 = time.perf_counter()
@@ -158,19 +184,15 @@ class InductiveMF:
                 self.history.seconds.append(time.perf_counter() - t0)
                 if val is not None:
                     self.history.val_rmse.append(self.rmse(val, Q, I))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(train_rmse=f"{self.history.train_rmse[-1]:.4f}")
+                bar.update(1)
+                bar.set_postfix(train_rmse=f"{self.history.train_rmse[-1]:.4f}", refresh=False)
         finally:
-            if bar is not None:
-                bar.close()
-            torch.set_num_threads(old_threads)
+            bar.close()
             self.query_mlp.cpu().eval()
             self.item_mlp.cpu().eval()
-        return self
 
     # ------------------------------------------------------------------ inference
-    def _embed(self, mlp, X, name: str, batch_size: int) -> np.ndarray:
+    def _embed(self, mlp: Any, X: Any, name: str, batch_size: int) -> np.ndarray:
         torch = _torch()
         X = as_float32_array(X, name, ndim=(1, 2), dim=self.dim)
         single = X.ndim == 1
@@ -182,15 +204,15 @@ class InductiveMF:
                 out[s:s + batch_size] = mlp(torch.from_numpy(X2[s:s + batch_size]).to(dev)).float().cpu().numpy()
         return out[0] if single else out
 
-    def embed_queries(self, X, *, batch_size: int = 8192) -> np.ndarray:
+    def embed_queries(self, X: Any, *, batch_size: int = 8192) -> np.ndarray:
         """MF_IND query embeddings of DE query embeddings X: (dim,) or (n, dim) -> same shape float32."""
         return self._embed(self.query_mlp, X, "X", batch_size)
 
-    def embed_items(self, X, *, batch_size: int = 8192) -> np.ndarray:
+    def embed_items(self, X: Any, *, batch_size: int = 8192) -> np.ndarray:
         """MF_IND item embeddings of DE item embeddings X: (dim,) or (n, dim) -> same shape float32."""
         return self._embed(self.item_mlp, X, "X", batch_size)
 
-    def rmse(self, G, query_emb, item_emb) -> float:
+    def rmse(self, G: Any, query_emb: Any, item_emb: Any) -> float:
         """RMSE of G's entries against embed_queries(query_emb) . embed_items(item_emb)."""
         G = ScoreMatrix.from_any(G)
         rows_u, r_inv = np.unique(G.rows, return_inverse=True)
@@ -201,7 +223,7 @@ class InductiveMF:
         return float(np.sqrt(np.mean((pred - G.vals) ** 2))) if G.nnz else 0.0
 
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict:
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Name -> float32 numpy array (what :meth:`save` writes)."""
         out = {}
         for prefix, mlp in (("query", self.query_mlp), ("item", self.item_mlp)):
@@ -209,7 +231,7 @@ class InductiveMF:
                 out[f"{prefix}.{k}"] = v.detach().cpu().float().numpy().reshape(v.shape)
         return out
 
-    def save(self, path) -> None:
+    def save(self, path: Union[str, Path]) -> None:
         """Write the weights to a safetensors file (config in its metadata)."""
         from safetensors.numpy import save_file
 
@@ -217,34 +239,50 @@ class InductiveMF:
         save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path), metadata=meta)
 
     @classmethod
-    def load(cls, path) -> "InductiveMF":
-        """Read weights written by :meth:`save` (safetensors: loading cannot run code)."""
+    def load(cls, path: Union[str, Path]) -> "InductiveMF":
+        """Read weights written by :meth:`save` (safetensors: loading cannot run code).
+
+        The header's dim/hidden and every tensor's declared shape are checked
+        against each other (and safetensors checks them against the file's
+        size) before any model is built, so a small crafted file cannot make
+        this allocate more than the file holds. Raises ValueError.
+        """
         torch = _torch()
         from safetensors import safe_open
-        from safetensors.numpy import load_file
 
         path = Path(path)
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = f.metadata() or {}
-            tensors = load_file(str(path))
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as exc:
             raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"{str(path)!r} does not hold InductiveMF weights (metadata {json.dumps(meta)})")
+            raise ValueError(f"{str(path)!r} does not hold InductiveMF weights (metadata {json.dumps(meta)[:200]})")
         try:
             dim, hidden = int(meta["dim"]), int(meta["hidden"])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{str(path)!r} has no valid dim/hidden in its metadata") from exc
+        if dim < 1 or hidden < 1:
+            raise ValueError(f"{str(path)!r} declares dim={dim}, hidden={hidden}; both must be >= 1")
+        want = {f"{p}.{k}": v for p in ("query", "item") for k, v in _skip_shapes(dim, hidden).items()}
+        bad = sorted(set(want) ^ set(shapes)) or sorted(
+            k for k in want if shapes[k] != want[k] and not (want[k] == () and shapes[k] in ((1,), ())))
+        if bad:
+            raise ValueError(f"{str(path)!r} has tensors that do not fit MLPs of dim {dim}, hidden {hidden} "
+                             f"(e.g. {bad[0]!r}: {shapes.get(bad[0])} in the file, {want.get(bad[0])} expected)")
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
+        for k, v in tensors.items():
+            if v.dtype != np.float32 or not np.isfinite(v).all():
+                raise ValueError(f"{str(path)!r}: tensor {k!r} must be finite float32, got {v.dtype}")
         self = cls(dim, hidden=hidden)
         for prefix, mlp in (("query", self.query_mlp), ("item", self.item_mlp)):
-            want = mlp.state_dict()
-            got = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-            # safetensors stores the 0-d skip weight as shape (1,): compare sizes, then reshape
-            if set(got) != set(want) or any(got[k].size != want[k].numel() for k in want) or any(
-                    got[k].ndim > 0 and tuple(got[k].shape) != tuple(want[k].shape) for k in want if want[k].ndim):
-                raise ValueError(f"{str(path)!r} has tensors that do not fit a {prefix} MLP of dim {dim}, "
-                                 f"hidden {hidden}")
-            mlp.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32).reshape(tuple(want[k].shape)))
-                                 for k, v in got.items()})
+            state = mlp.state_dict()
+            mlp.load_state_dict({k: torch.from_numpy(np.array(tensors[f"{prefix}.{k}"], dtype=np.float32)
+                                                     .reshape(tuple(state[k].shape))) for k in state})
         return self

@@ -10,52 +10,25 @@ queries. We match the first two moments over paired (CE, DE) scores of the same
 
 so beta (s - alpha) has the DE's mean and standard deviation. beta > 0, so the
 map is increasing and never changes a ranking. Apply it to G before factorising
-(:meth:`ScoreNormalization.apply`) and pass it to the index
-(``Index(V, normalization=norm)``), which applies it to the test-time CE scores
-that ``adaptive_search`` fits, and still returns raw CE scores.
+(:meth:`ScoreNormalization.apply`) and pass it to the search
+(``adaptive_search(..., normalization=norm)``), which applies it to the
+test-time CE scores it fits, and still returns raw CE scores. The type itself
+lives in :mod:`axn_fast.search.normalization` (the search layer applies it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from axn_fast._validation import as_float32_array, check_int
+from axn_fast.search.normalization import ScoreNormalization
+
+__all__ = ["ScoreNormalization", "estimate_normalization", "normalization_from_score_matrix"]
 
 
-@dataclass(frozen=True)
-class ScoreNormalization:
-    """s_final = beta * (s - alpha); beta > 0 (ranking preserved)."""
-
-    alpha: float
-    beta: float
-
-    def __post_init__(self):
-        alpha, beta = float(self.alpha), float(self.beta)
-        if not (np.isfinite(alpha) and np.isfinite(beta) and beta > 0):
-            raise ValueError(f"alpha must be finite and beta finite and > 0, got ({alpha}, {beta})")
-        object.__setattr__(self, "alpha", alpha)
-        object.__setattr__(self, "beta", beta)
-
-    def apply(self, scores):
-        """Normalise raw CE scores: an array (returns float32 of the same shape) or a
-        :class:`~axn_fast.indexing.score_matrix.ScoreMatrix` (returns a new one)."""
-        from axn_fast.indexing.score_matrix import ScoreMatrix
-
-        if isinstance(scores, ScoreMatrix):
-            return scores.with_values(self.apply(scores.vals))
-        s = np.asarray(scores, dtype=np.float64)
-        return (self.beta * (s - self.alpha)).astype(np.float32)
-
-    def invert(self, scores) -> np.ndarray:
-        """Raw CE scores from normalised ones."""
-        return (np.asarray(scores, dtype=np.float64) / self.beta + self.alpha).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {"alpha": self.alpha, "beta": self.beta}
-
-
-def estimate_normalization(ce_scores, de_scores) -> ScoreNormalization:
+def estimate_normalization(ce_scores: ArrayLike, de_scores: ArrayLike) -> ScoreNormalization:
     """Moment-matching (alpha, beta) from paired scores of the same (query, item) pairs.
 
     ce_scores, de_scores : (n,) float arrays (n >= 2), e.g. the entries of G for
@@ -77,7 +50,7 @@ def estimate_normalization(ce_scores, de_scores) -> ScoreNormalization:
     return ScoreNormalization(alpha, beta)
 
 
-def normalization_from_score_matrix(G, de_query_emb, de_item_emb, *, n_queries: int = 100,
+def normalization_from_score_matrix(G: Any, de_query_emb: ArrayLike, de_item_emb: ArrayLike, *, n_queries: int = 100,
                                     seed: int = 0) -> ScoreNormalization:
     """Estimate the normalisation on the entries of ``n_queries`` random rows of G
     (Appendix A.4 uses 100 train queries).

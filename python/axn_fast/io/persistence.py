@@ -1,236 +1,211 @@
-"""Saving and opening an :class:`axn_fast.Index` (``Index.save`` / ``Index.load``).
+"""The files of a saved :class:`axn_fast.Index`: its vectors, nothing else.
 
-An index is a directory of plain files, never pickle, so opening one cannot
+A saved index is a directory of plain files, never pickle, so opening one cannot
 run code:
 
-- ``vectors.npy``: the item embeddings (n_items, dim) float32;
-- ``vectors_f16.npy``: the float16 copy, for ``dtype="float16"`` indexes;
-- ``query_encoder.safetensors``: MF_IND weights, when the index carries an
-  :class:`~axn_fast.indexing.inductive.InductiveMF` as ``index.query_encoder``;
-- ``manifest.json``: format version, dtype, normalisation (alpha, beta),
-  ``max_row_norm`` (so opening never scans the vectors), ``index.metadata``, library versions, and the size and
-  SHA-256 of every file above.
+- ``vectors.npy``: the item embeddings (n_items, dim) float32, C order;
+- ``manifest.json``: format and version, n_items, dim, scan dtype, the index's
+  JSON metadata, library versions, and the size and SHA-256 of ``vectors.npy``.
 
-Opening checks every file's size (a truncated file is refused at once) and the
-arrays' headers; the SHA-256 of the arrays is checked too unless ``mmap`` is on
-(hashing would read the whole file, which memory-mapping avoids): pass
-``verify=True`` to check it anyway. The manifest and the encoder are always
-verified.
+What a saved *search* needs besides the vectors (query encoder, normalisation,
+item texts, cross-encoder) lives in an :class:`axn_fast.indexing.bundle.IndexBundle`.
+Nothing derived is stored: the float16 copy of a ``dtype="float16"`` index and
+``max_row_norm`` are recomputed from the float32 vectors, so a tampered copy
+cannot make searches wrong.
+
+Verification on open (``verify=``):
+
+- ``"cheap"`` (default): the manifest (size- and depth-capped JSON), the file's
+  size against the manifest, the ``.npy`` header (dtype, C order, shape)
+  against the manifest *and* the file's size — all before anything is
+  allocated or mapped; the vectors' finiteness when they are read into memory
+  (``mmap=False``) or small (<= 64 MiB). A same-size edit of a large
+  memory-mapped file is not detected.
+- ``"full"``: also the SHA-256 of every file and the finiteness of the vectors
+  (reads everything once; what the command line uses).
+
+A memory-mapped file that shrinks *after* opening makes the next search die
+with SIGBUS: nothing can guard against a file changed under an open mapping.
+
+Format version 1 (axn_fast <= 0.1, which also stored a float16 copy,
+``max_row_norm``, a normalisation and a query encoder) is still opened: its
+vectors are read as above and the rest is ignored here (an
+:class:`~axn_fast.indexing.bundle.IndexBundle` reads them).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from axn_fast.indexing.score_matrix import _atomic_write, _fsync_dir
+from axn_fast._version import __version__
+from axn_fast.io.files import PathLike, atomic_write_json, fsync_dir, tmp_name
+from axn_fast.io.manifest import MANIFEST, SavedFileError, check_file, file_entry, load_npy, read_manifest, save_npy
 
 FORMAT = "axn_fast.index"
-FORMAT_VERSION = 1
-_MANIFEST = "manifest.json"
-_VECTORS = "vectors.npy"
-_VECTORS16 = "vectors_f16.npy"
-_ENCODER = "query_encoder.safetensors"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+VECTORS = "vectors.npy"
+VERIFY_MODES = ("cheap", "full")
+_SMALL = 64 << 20
+
+Verify = Union[str, bool, None]
 
 
-class IndexFileError(ValueError):
-    """A saved index is missing, truncated, tampered with or of an unknown format."""
+class IndexFileError(SavedFileError):
+    """A saved index is missing, truncated, tampered with, unsafe or of an unknown format."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+def check_verify(verify: Verify) -> str:
+    """Normalise ``verify``: "cheap" | "full" (True means "full"; None and False mean "cheap")."""
+    if verify is None or verify is False:
+        return "cheap"
+    if verify is True:
+        return "full"
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be 'cheap' or 'full', got {verify!r}")
+    return str(verify)
 
 
-def _versions() -> dict:
-    import axn_fast
+def versions() -> Dict[str, str]:
+    """Library versions recorded in every manifest (informative only)."""
+    return {"axn_fast": __version__, "numpy": np.__version__, "python": platform.python_version()}
 
-    return {"axn_fast": axn_fast.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
-
-def save_index(index, path, *, overwrite: bool = False) -> Path:
-    """Write ``index`` to the directory ``path`` (created; must be empty unless ``overwrite``).
-
-    Saves the float32 vectors, the float16 copy for float16 indexes, the
-    normalisation, ``index.metadata`` (must be JSON-serialisable) and
-    ``index.query_encoder`` when set (an InductiveMF). Each file is written to a
-    temporary name, fsync'd and renamed; the manifest comes last, so a directory
-    without one is an unfinished save. Returns the directory.
-    """
+def prepare_directory(path: PathLike, *, overwrite: bool, what: str = "path") -> Path:
+    """Check that ``path`` may receive a saved directory: absent, an empty directory, or
+    (with ``overwrite``) a directory to replace. Returns it as a Path; writes nothing."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"path {str(path)!r} exists and is not a directory")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"directory {str(path)!r} is not empty; pass overwrite=True to replace the index in it")
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / _MANIFEST).exists():
-        os.remove(path / _MANIFEST)  # the old index stops being valid before any file changes
-        _fsync_dir(path)
-    try:
-        metadata_json = json.dumps(index.metadata, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"index.metadata must be JSON-serialisable: {exc}") from exc
-
-    files = {}
-
-    def put_array(name: str, arr: np.ndarray):
-        _atomic_write(path / name, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
-
-    put_array(_VECTORS, index.vectors)
-    files[_VECTORS] = None
-    if index.dtype == "float16":
-        put_array(_VECTORS16, index._V16.view(np.float16))
-        files[_VECTORS16] = None
-    elif (path / _VECTORS16).exists():
-        os.remove(path / _VECTORS16)
-    encoder = getattr(index, "query_encoder", None)
-    if encoder is not None:
-        if not hasattr(encoder, "save") or not hasattr(encoder, "embed_queries"):
-            raise TypeError(f"index.query_encoder must be an InductiveMF, got {type(encoder).__name__}")
-        tmp = path / f".{_ENCODER}.tmp-{os.getpid()}"
-        encoder.save(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path / _ENCODER)
-        files[_ENCODER] = None
-    elif (path / _ENCODER).exists():
-        os.remove(path / _ENCODER)
-    for name in files:
-        files[name] = {"bytes": (path / name).stat().st_size, "sha256": _sha256(path / name)}
-
-    norm = index.normalization
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "n_items": index.n_items,
-        "dim": index.dim,
-        "dtype": index.dtype,
-        "normalization": None if norm is None else {"alpha": norm[0], "beta": norm[1]},
-        "max_row_norm": float(index.max_row_norm),  # saved so that opening never scans the vectors
-        "metadata": json.loads(metadata_json),
-        "versions": _versions(),
-        "files": files,
-    }
-    _atomic_write(path / _MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1, sort_keys=True).encode()))
+    if path.is_symlink():
+        raise ValueError(f"{what} {str(path)!r} is a symlink; give the real directory")
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{what} {str(path)!r} exists and is not a directory")
+        if any(path.iterdir()) and not overwrite:
+            raise ValueError(f"directory {str(path)!r} is not empty; pass overwrite=True to replace what is in it")
     return path
 
 
-def _read_manifest(path: Path) -> dict:
-    mpath = path / _MANIFEST
-    if not path.is_dir():
-        raise FileNotFoundError(f"no saved index at {str(path)!r} (expected a directory written by Index.save)")
-    if not mpath.is_file():
-        raise IndexFileError(f"{str(path)!r} has no {_MANIFEST}: not an index, or its save did not finish")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IndexFileError(f"{str(mpath)!r} is not valid JSON (truncated or edited?): {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexFileError(f"{str(mpath)!r} is not an axn_fast index manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFileError(f"{str(path)!r} has index format version {manifest.get('format_version')}; this "
-                             f"axn_fast reads version {FORMAT_VERSION}")
-    for key in ("n_items", "dim", "dtype", "files"):
-        if key not in manifest:
-            raise IndexFileError(f"{str(mpath)!r} lacks {key!r}")
-    return manifest
+def publish_directory(tmp: Path, path: Path) -> None:
+    """Move the finished directory ``tmp`` to ``path`` (replacing an old one) and make it durable.
 
-
-def _check_file(path: Path, name: str, entry, verify: bool) -> Path:
-    fpath = path / name
-    if not isinstance(entry, dict) or "bytes" not in entry or "sha256" not in entry:
-        raise IndexFileError(f"the manifest's entry for {name!r} is malformed")
-    if not fpath.is_file():
-        raise IndexFileError(f"{str(fpath)!r} is missing")
-    size = fpath.stat().st_size
-    if size != entry["bytes"]:
-        raise IndexFileError(f"{str(fpath)!r} has {size} bytes, the manifest says {entry['bytes']} "
-                             "(truncated or replaced)")
-    if verify and _sha256(fpath) != entry["sha256"]:
-        raise IndexFileError(f"{str(fpath)!r} does not match its SHA-256 in the manifest (modified or corrupt)")
-    return fpath
-
-
-def _load_array(fpath: Path, mmap: bool, dtype, shape) -> np.ndarray:
-    try:
-        arr = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise IndexFileError(f"{str(fpath)!r} is not a readable .npy array: {exc}") from exc
-    if arr.dtype != np.dtype(dtype) or arr.shape != tuple(shape) or not arr.flags.c_contiguous:
-        raise IndexFileError(f"{str(fpath)!r} holds {arr.dtype} {arr.shape}, the manifest says "
-                             f"{np.dtype(dtype).name} {tuple(shape)}")
-    return arr
-
-
-def load_index(path, *, mmap: bool = True, num_threads: int = 0, verify: Optional[bool] = None,
-               load_query_encoder: bool = True):
-    """Open an index written by :func:`save_index`.
-
-    mmap : memory-map the arrays (opening a 1M x 768 index reads only headers).
-    num_threads : threads per search of the opened index (0 = all cores).
-    verify : check the arrays' SHA-256 (default: only when not memory-mapping).
-    load_query_encoder : load MF_IND weights into ``index.query_encoder`` when
-        present (needs torch); False leaves ``index.query_encoder = None``.
-
-    Raises :class:`IndexFileError` (a ValueError) when a file is missing,
-    truncated, modified or inconsistent with the manifest.
+    A reader sees the old directory or the new one: an old one is first renamed
+    aside, then the new one renamed into place, then the old one removed.
     """
-    from axn_fast.search.index import Index
+    fsync_dir(tmp)
+    old: Optional[Path] = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
-    path = Path(path)
-    if verify is None:
-        verify = not mmap
-    manifest = _read_manifest(path)
-    files = manifest["files"]
-    if not isinstance(files, dict) or _VECTORS not in files:
-        raise IndexFileError(f"the manifest in {str(path)!r} lists no {_VECTORS}")
-    n, d, dtype = manifest["n_items"], manifest["dim"], manifest["dtype"]
-    if not (isinstance(n, int) and isinstance(d, int) and n >= 1 and d >= 1 and dtype in ("float32", "float16")):
-        raise IndexFileError(f"the manifest in {str(path)!r} has invalid n_items/dim/dtype: {n!r}, {d!r}, {dtype!r}")
-    V32 = _load_array(_check_file(path, _VECTORS, files[_VECTORS], verify), mmap, np.float32, (n, d))
-    V16 = None
-    if dtype == "float16":
-        if _VECTORS16 not in files:
-            raise IndexFileError(f"the float16 index in {str(path)!r} lists no {_VECTORS16}")
-        V16 = _load_array(_check_file(path, _VECTORS16, files[_VECTORS16], verify), mmap, np.float16, (n, d))
-    max_row_norm = manifest.get("max_row_norm")
-    if max_row_norm is not None and (isinstance(max_row_norm, bool) or not isinstance(max_row_norm, (int, float))
-                                     or not np.isfinite(max_row_norm) or max_row_norm < 0):
-        raise IndexFileError(f"the manifest in {str(path)!r} has an invalid max_row_norm: {max_row_norm!r}")
-    norm = manifest.get("normalization")
-    if norm is not None:
-        try:
-            norm = (float(norm["alpha"]), float(norm["beta"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexFileError(f"the manifest in {str(path)!r} has an invalid normalization {norm!r}") from exc
+
+def staging_directory(path: Path) -> Path:
+    """A fresh temporary sibling of ``path`` to write a saved directory into before publishing it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def save_vectors(path: PathLike, vectors: np.ndarray, *, dtype: str = "float32",
+                 metadata: Optional[Dict[str, Any]] = None, overwrite: bool = False) -> Path:
+    """Write an index's vectors to the directory ``path``; returns it.
+
+    vectors : (n_items, dim) float32, finite.
+    dtype : the index's scan precision ("float32" | "float16"), recorded only.
+    metadata : JSON-serialisable dict stored in the manifest.
+    overwrite : replace an existing non-empty directory.
+
+    Everything is checked before anything is written; the files go to a
+    temporary directory that is renamed into place when complete.
+    """
+    V = np.asarray(vectors)
+    if V.dtype != np.float32 or V.ndim != 2 or V.shape[0] < 1 or V.shape[1] < 1:
+        raise ValueError(f"vectors must be a non-empty 2-D float32 array, got {V.dtype} {V.shape}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    meta = {} if metadata is None else metadata
+    if not isinstance(meta, dict):
+        raise TypeError(f"metadata must be a dict, got {type(meta).__name__}")
     try:
-        index = Index._from_arrays(V32, dtype=dtype, num_threads=num_threads, normalization=norm, V16=V16,
-                                   max_row_norm=max_row_norm)
-    except ValueError as exc:
-        raise IndexFileError(f"the index in {str(path)!r} is inconsistent: {exc}") from exc
-    metadata = manifest.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise IndexFileError(f"the manifest in {str(path)!r} has non-dict metadata")
-    index.metadata = metadata
-    index.query_encoder = None
-    if _ENCODER in files and load_query_encoder:
-        from axn_fast.indexing.inductive import InductiveMF
+        meta = json.loads(json.dumps(meta, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"index.metadata must be JSON-serialisable: {exc}") from exc
+    path = prepare_directory(path, overwrite=overwrite)
+    tmp = staging_directory(path)
+    try:
+        save_npy(tmp / VECTORS, V)
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_items": int(V.shape[0]),
+                    "dim": int(V.shape[1]), "dtype": dtype, "metadata": meta, "versions": versions(),
+                    "files": {VECTORS: file_entry(tmp / VECTORS)}}
+        atomic_write_json(tmp / MANIFEST, manifest)
+        publish_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
-        fpath = _check_file(path, _ENCODER, files[_ENCODER], True)
-        try:
-            enc = InductiveMF.load(fpath)
-        except ImportError as exc:
-            raise ImportError(f"{str(path)!r} carries an MF_IND query encoder, which needs torch and safetensors "
-                              "(pip install 'axn_fast[ce]'); or open it with load_query_encoder=False") from exc
-        if enc.dim != d:
-            raise IndexFileError(f"the query encoder in {str(path)!r} has dim {enc.dim}, the index {d}")
-        index.query_encoder = enc
-    return index
+
+@dataclass
+class SavedVectors:
+    """What :func:`load_vectors` returns: the float32 vectors (read-only; a memmap with mmap),
+    the recorded scan dtype, the metadata and the whole manifest."""
+
+    vectors: np.ndarray
+    dtype: str
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    manifest: Dict[str, Any] = field(default_factory=dict)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def load_vectors(path: PathLike, *, mmap: bool = True, verify: Verify = "cheap") -> SavedVectors:
+    """Open the vectors written by :func:`save_vectors` (format 2) or by axn_fast 0.1 (format 1).
+
+    mmap : memory-map the vectors (opening reads only headers) instead of reading them.
+    verify : "cheap" or "full", see the module docstring.
+
+    Raises FileNotFoundError when ``path`` is not a directory and
+    :class:`IndexFileError` (a ValueError) when a file is missing, truncated,
+    tampered with (as far as ``verify`` checks), unsafe (a symlink, a name
+    outside the directory) or inconsistent with the manifest.
+    """
+    mode = check_verify(verify)
+    root = Path(path)
+    doc = read_manifest(root, fmt=FORMAT, versions=READABLE_VERSIONS, error=IndexFileError, what="saved index")
+    n_raw, d_raw, dtype, files = doc.get("n_items"), doc.get("dim"), doc.get("dtype"), doc.get("files")
+    if not (isinstance(n_raw, int) and isinstance(d_raw, int) and _is_int(n_raw) and _is_int(d_raw)
+            and n_raw >= 1 and d_raw >= 1 and dtype in ("float32", "float16")):
+        raise IndexFileError(f"the manifest in {str(root)!r} has invalid n_items/dim/dtype: {n_raw!r}, {d_raw!r}, "
+                             f"{dtype!r}")
+    n, d = int(n_raw), int(d_raw)
+    if not isinstance(files, dict) or VECTORS not in files:
+        raise IndexFileError(f"the manifest in {str(root)!r} lists no {VECTORS}")
+    fpath = check_file(root, VECTORS, files[VECTORS], hash=mode == "full", error=IndexFileError)
+    V = load_npy(fpath, dtype=np.float32, shape=(n, d), mmap=mmap, error=IndexFileError)
+    if mode == "full" or not mmap or fpath.stat().st_size <= _SMALL:
+        for s in range(0, n, 1 << 16):
+            block = V[s:s + (1 << 16)]
+            if not np.isfinite(block).all():
+                bad = s + int(np.argwhere(~np.isfinite(block))[0][0])
+                raise IndexFileError(f"{str(fpath)!r} holds a non-finite value (NaN or inf) in row {bad}")
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise IndexFileError(f"the manifest in {str(root)!r} has non-dict metadata")
+    return SavedVectors(V, str(dtype), metadata, doc)

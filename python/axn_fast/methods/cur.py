@@ -16,22 +16,26 @@ Both need *dense* train rows: every train query scored against every item.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes, top_new
 from axn_fast._validation import as_float32_array, as_ids, check_int
+from axn_fast.encoders.protocol import CrossEncoder
+from axn_fast.search.budget import check_budget, first_round, round_sizes
+from axn_fast.search.ledger import ScoreLedger
 from axn_fast.search.results import SearchResult
+from axn_fast.search.topk import top_ids
 
 VARIANTS = ("reference", "improved")
 
 
-def _train_scores(train_scores) -> np.ndarray:
+def _train_scores(train_scores: ArrayLike) -> NDArray[np.float32]:
     return as_float32_array(train_scores, "train_scores", ndim=(2,), allow_empty=False)
 
 
-def pinv_float32(C: np.ndarray) -> np.ndarray:
+def pinv_float32(C: NDArray[Any]) -> NDArray[Any]:
     """Pseudo-inverse of a float32 matrix, cutting singular values below ``max(C.shape) * eps32``
     of the largest (float32 round-off), where numpy's default cutoff (1e-15) keeps round-off
     directions and blows them up when C is rank-deficient (more anchors than the rank)."""
@@ -61,7 +65,8 @@ class ANNCUR:
     computed in float32 with numpy's default pseudo-inverse tolerance.
     """
 
-    def __init__(self, train_scores, n_anchors: int, *, variant: str = "improved", seed: Optional[int] = 0):
+    def __init__(self, train_scores: ArrayLike, n_anchors: int, *, variant: str = "improved",
+                 seed: Optional[int] = 0) -> None:
         S = _train_scores(train_scores)
         n_items = S.shape[1]
         self.n_anchors = check_int(n_anchors, "n_anchors", minimum=1, maximum=n_items)
@@ -76,12 +81,12 @@ class ANNCUR:
         U = np.linalg.pinv(C) if variant == "reference" else pinv_float32(C)
         self.item_emb = np.ascontiguousarray(U @ S, dtype=np.float32)
 
-    def approx_scores(self, anchor_scores) -> np.ndarray:
+    def approx_scores(self, anchor_scores: ArrayLike) -> NDArray[np.float32]:
         """(n_items,) approximate CE scores ``e_q @ E`` from the (k_i,) exact anchor scores."""
         e_q = as_float32_array(anchor_scores, "anchor_scores", ndim=(1,), dim=self.n_anchors)
         return e_q @ self.item_emb
 
-    def search(self, q, ce, budget: int, *, k: int = 10) -> SearchResult:
+    def search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10) -> SearchResult:
         """Spend ``budget`` CE calls on query ``q``: k_i anchors, then k_r = budget - k_i re-ranked.
 
         ce(q, ids) -> (len(ids),) exact scores. Returns a SearchResult with n_ce_calls = budget.
@@ -96,12 +101,12 @@ class ANNCUR:
             raise ValueError(f"budget - n_anchors (k_r={k_r}) exceeds the {pool} items that can be retrieved")
         if self.variant == "reference" and k > k_r:
             raise ValueError(f"k must be <= k_r = budget - n_anchors ({k_r}) in the reference variant, got {k}")
-        acc = ScoredSoFar(q, ce, k)
+        acc = ScoreLedger(q, ce, k)
         e_q = acc.score(self.anchors)
         t0 = time.perf_counter()
         approx = self.approx_scores(e_q)
         exclude = None if self.variant == "reference" else self.anchors
-        retrieved = top_new(approx, k_r, exclude)
+        retrieved = top_ids(approx, k_r, exclude)
         t_search = time.perf_counter() - t0
         scores = acc.score(retrieved, seconds_search=t_search)
         if self.variant == "reference":
@@ -120,44 +125,45 @@ class ADACUR:
     ``(a @ pinv(C)) @ S_train``; the top ``budget/rounds`` items not yet scored are added.
     """
 
-    def __init__(self, train_scores):
+    def __init__(self, train_scores: ArrayLike) -> None:
         self.train_scores = _train_scores(train_scores)
         self.n_items = self.train_scores.shape[1]
 
-    def approx_scores(self, anchor_ids, anchor_scores) -> np.ndarray:
+    def approx_scores(self, anchor_ids: ArrayLike, anchor_scores: ArrayLike) -> NDArray[np.float32]:
         """(n_items,) approximate scores with ``anchor_ids`` (m,) as the CUR columns."""
-        C = self.train_scores[:, anchor_ids].astype(np.float64)
+        C = self.train_scores[:, np.asarray(anchor_ids, dtype=np.int64)].astype(np.float64)
         # w = a @ pinv(C) is the minimum-norm least-squares solution of Cᵀ w = a: lstsq gets it
         # without forming pinv(C); float64 is both faster than LAPACK's float32 SVD here and safer
         rcond = max(C.shape) * float(np.finfo(np.float32).eps)
         w = np.linalg.lstsq(C.T, np.asarray(anchor_scores, dtype=np.float64), rcond=rcond)[0]
         return w.astype(np.float32) @ self.train_scores
 
-    def search(self, q, ce, budget: int, *, k: int = 10, rounds: int = 5, init=None,
-               seed: Optional[int] = 0) -> SearchResult:
+    def search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10, rounds: int = 5,
+               init: Optional[ArrayLike] = None, seed: Optional[int] = 0) -> SearchResult:
         """Adaptive search for query ``q`` with ``budget`` CE calls over ``rounds`` rounds.
 
-        init: (>= budget/rounds,) ranked item ids whose first items form round 1 (e.g. from a
-            dual encoder or TF-IDF); None draws them uniformly at random with ``seed``.
+        init: ranked candidate ids, best first (e.g. from a dual encoder or TF-IDF); the first
+            ``budget/rounds`` distinct ones form round 1 (the same meaning as for AXN and TOUR).
+            Without it, or for what it lacks, round 1 is drawn uniformly at random with ``seed``.
         """
         rounds = check_int(rounds, "rounds", minimum=1)
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
+        init_ids = None if init is None else as_ids(init, "init", self.n_items)
         sizes = round_sizes(budget, rounds)
-        acc = ScoredSoFar(q, ce, k)
-        if init is None:
-            first = np.random.default_rng(seed).choice(self.n_items, sizes[0], replace=False).astype(np.int64)
-        else:
-            init = as_ids(init, "init", self.n_items)
-            first = init[np.sort(np.unique(init, return_index=True)[1])][: sizes[0]]
-            if first.size < sizes[0]:
-                raise ValueError(f"init must hold at least {sizes[0]} distinct ids (budget/rounds), got {first.size}")
-        acc.score(first)
+        acc = ScoreLedger(q, ce, k)
+
+        def fill(chosen: NDArray[np.int64], need: int) -> NDArray[np.int64]:
+            rng = np.random.default_rng(seed)
+            pool: Any = self.n_items if chosen.size == 0 else np.setdiff1d(np.arange(self.n_items), chosen)
+            return rng.choice(pool, need, replace=False).astype(np.int64)
+
+        acc.score(first_round(sizes[0], init_ids, fill))
         for n_r in sizes[1:]:
             ids, scores = acc.all_ids, acc.all_scores
             t0 = time.perf_counter()
             approx = self.approx_scores(ids, scores)
             t1 = time.perf_counter()
-            new = top_new(approx, n_r, ids)
+            new = top_ids(approx, n_r, ids)
             t2 = time.perf_counter()
             # the fit uses the items scored up to the previous round: record it there
             fit = approx[ids] - scores

@@ -8,15 +8,16 @@ AXN's / ADACUR's first round.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
-from axn_fast.search.budget import top_new
+from axn_fast.search.topk import top_ids
 from axn_fast._validation import check_int
 
 
-def _texts(x, name: str) -> list:
+def _texts(x: object, name: str) -> List[str]:
     if isinstance(x, str) or not isinstance(x, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(x).__name__}")
     bad = [i for i, t in enumerate(x) if not isinstance(t, str)]
@@ -28,10 +29,10 @@ def _texts(x, name: str) -> list:
 class _Retriever:
     n_items: int
 
-    def scores(self, queries) -> np.ndarray:  # pragma: no cover - overridden
+    def scores(self, queries: Sequence[str]) -> NDArray[np.float32]:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def retrieve(self, queries, m: int, *, batch_size: int = 256) -> np.ndarray:
+    def retrieve(self, queries: Sequence[str], m: int, *, batch_size: int = 256) -> NDArray[np.int64]:
         """(n_queries, m) int64 ids of the top ``m`` items per query, best first."""
         queries = _texts(queries, "queries")
         m = check_int(m, "m", minimum=1, maximum=self.n_items)
@@ -39,7 +40,7 @@ class _Retriever:
         for start in range(0, len(queries), batch_size):
             block = self.scores(queries[start:start + batch_size])
             for j, row in enumerate(block):
-                out[start + j] = top_new(row, m)
+                out[start + j] = top_ids(row, m)
         return out
 
 
@@ -51,7 +52,7 @@ class TfidfRetriever(_Retriever):
     TF-IDF vectors (cosine similarity).
     """
 
-    def __init__(self, items, **vectorizer_kwargs):
+    def __init__(self, items: Sequence[str], **vectorizer_kwargs: Any) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         items = _texts(items, "items")
@@ -61,7 +62,7 @@ class TfidfRetriever(_Retriever):
         self.item_matrix = self.vectorizer.fit_transform(items)  # (n_items, vocab) sparse
         self.n_items = len(items)
 
-    def scores(self, queries) -> np.ndarray:
+    def scores(self, queries: Sequence[str]) -> NDArray[np.float32]:
         """(n_queries, n_items) float32 TF-IDF cosine similarities."""
         queries = _texts(queries, "queries")
         qm = self.vectorizer.transform(queries)
@@ -75,7 +76,7 @@ class BM25Retriever(_Retriever):
     words removed (bm25s's defaults); keyword arguments go to ``bm25s.BM25``.
     """
 
-    def __init__(self, items, *, stopwords: str = "english", **bm25_kwargs):
+    def __init__(self, items: Sequence[str], *, stopwords: str = "english", **bm25_kwargs: Any) -> None:
         import bm25s
 
         items = _texts(items, "items")
@@ -87,7 +88,7 @@ class BM25Retriever(_Retriever):
         self.model.index(bm25s.tokenize(items, stopwords=stopwords, show_progress=False), show_progress=False)
         self.n_items = len(items)
 
-    def scores(self, queries) -> np.ndarray:
+    def scores(self, queries: Sequence[str]) -> NDArray[np.float32]:
         """(n_queries, n_items) float32 BM25 scores."""
         queries = _texts(queries, "queries")
         tokens = self._bm25s.tokenize(queries, stopwords=self._stopwords, return_ids=False, show_progress=False)

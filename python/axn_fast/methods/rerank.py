@@ -1,16 +1,18 @@
 """Retrieve-and-rerank (RNR): score the first candidates with the CE, keep the best."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from axn_fast.search.budget import ScoredSoFar
+from axn_fast.encoders.protocol import CrossEncoder
+from axn_fast.search.ledger import ScoreLedger
 from axn_fast._validation import check_int
 from axn_fast.search.results import SearchResult
 
 
-def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10) -> SearchResult:
+def retrieve_and_rerank(candidates: ArrayLike, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10) -> SearchResult:
     """Score the first ``budget`` distinct ``candidates`` with ``ce`` and return the top-k.
 
     candidates : ranked 1-D array of item ids (best first), e.g. a dual-encoder's
@@ -35,6 +37,6 @@ def retrieve_and_rerank(candidates, q, ce: Callable, budget: int, *, k: int = 10
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
     _, first = np.unique(cand, return_index=True)
-    scored = ScoredSoFar(q, ce, k)
+    scored = ScoreLedger(q, ce, k)
     scored.score(cand[np.sort(first)][:budget])
     return scored.result()

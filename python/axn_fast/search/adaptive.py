@@ -2,38 +2,51 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from axn_fast import _core
-from axn_fast.search.budget import ScoredSoFar, check_budget, round_sizes
+from axn_fast._core import IncrementalLstsq
 from axn_fast._validation import as_float32_array, as_ids, check_float
+from axn_fast.encoders.protocol import CrossEncoder
+from axn_fast.errors import CrossEncoderError
+from axn_fast.search.budget import check_budget, first_round, random_ids, round_sizes, unique_in_order
+from axn_fast.search.ledger import ScoreLedger
+from axn_fast.search.normalization import NormalizationLike, as_normalization
+from axn_fast.search.protocol import VectorIndex
 from axn_fast.search.results import SearchResult
 
 __all__ = ["adaptive_search", "round_sizes"]
 
 
-def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds: int = 5, init=None,
-                    u0=None, lam: float = 0.0, seed=None) -> SearchResult:
+def adaptive_search(index: VectorIndex, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10, rounds: int = 5,
+                    init: Optional[ArrayLike] = None, u0: Optional[ArrayLike] = None, lam: float = 0.0,
+                    seed: Optional[int] = None, normalization: NormalizationLike = None) -> SearchResult:
     """Find the cross-encoder's top-k items for query ``q`` with exactly ``budget`` CE calls.
 
-    index : :class:`axn_fast.Index` over item embeddings V (n_items, d).
+    index : any :class:`~axn_fast.search.protocol.VectorIndex` over item
+        embeddings V (n_items, d): :class:`axn_fast.Index` (exact scan), a faiss
+        index (:class:`~axn_fast.search.approximate.FaissIndex`), a shortlist
+        (:class:`~axn_fast.search.shortlist.ShortlistIndex`), a sharded index.
     q : the query, passed to ``ce`` untouched (text, row number, anything).
-    ce : ``ce(q, ids) -> scores``; ids is an int64 array, scores one finite
-        float per id. Called once per round.
+    ce : ``ce(q, ids) -> scores`` (:class:`~axn_fast.encoders.protocol.CrossEncoder`);
+        ids is a read-only int64 array, scores one finite float per id. Called once per round.
     budget : total number of (q, item) pairs the CE scores (B_CE); <= n_items.
     k : number of items returned (<= budget).
     rounds : number of rounds R (<= budget). Round 1 scores ``budget // rounds``
         items; the remainder of the division goes to the last rounds.
-    init : ranked candidate ids (dual-encoder, BM25, ...) for round 1; without
-        it, round 1 takes the top items by ``V @ u0`` when ``u0`` is given, or
-        uniformly random items (from ``seed``) otherwise. When ``init`` has
-        fewer distinct ids than round 1 needs, the rest is chosen that way too.
+    init : ranked candidate ids (dual-encoder, BM25, ...), best first; the first
+        ``budget // rounds`` distinct ones form round 1. Without it (or for what
+        it lacks), round 1 takes the top items by ``V @ u0`` when ``u0`` is
+        given, or uniformly random items (from ``seed``) otherwise.
     u0 : (d,) parametric query embedding (DE or MF_IND) used for round 1 and
         for Eq. 7: u = (1 - lam) * u_linreg + lam * u0.
     lam : weight lambda in [0, 1] of Eq. 7 (needs ``u0`` when > 0).
     seed : seed of the random first round.
+    normalization : a :class:`~axn_fast.search.normalization.ScoreNormalization`
+        or (alpha, beta): u is fitted to beta (s - alpha) instead of the raw CE
+        scores s (AXN paper, A.4); the reported scores stay raw.
 
     After every round, u is refitted to all CE scores so far by minimum-norm
     least squares (Eq. 4, ``pinv(V_A^T V_A) V_A^T a``, solved incrementally in
@@ -41,80 +54,68 @@ def adaptive_search(index, q, ce: Callable, budget: int, *, k: int = 10, rounds:
     yet scored (Eq. 5). Returns the top-k of everything scored by exact CE
     score (Eq. 6) as a :class:`SearchResult`; ``u`` is the final embedding.
 
-    If ``ce`` raises, :class:`axn_fast.SearchInterrupted` is raised from it,
-    and if it returns unusable scores, :class:`axn_fast.CrossEncoderError`;
-    both carry ``.partial``, the result of all rounds completed before.
+    If ``ce`` raises, :class:`axn_fast.SearchInterrupted` is raised from it;
+    if it returns unusable scores (or scores so large that the fit overflows),
+    :class:`axn_fast.CrossEncoderError`; both carry ``.partial``, the result of
+    all rounds completed before. ``KeyboardInterrupt`` is re-raised as it is,
+    with ``.partial`` attached.
     """
     n, d = index.n_items, index.dim
     budget, k = check_budget(budget, k, n, rounds=rounds)
     lam = check_float(lam, "lam", minimum=0.0, maximum=1.0)
+    u0_arr: Optional[NDArray[np.float32]] = None
     if u0 is not None:
-        u0 = as_float32_array(u0, "u0", ndim=(1,), dim=d)
+        u0_arr = as_float32_array(u0, "u0", ndim=(1,), dim=d)
     elif lam > 0:
         raise ValueError("lam > 0 needs u0, the parametric query embedding that Eq. 7 mixes in")
-    if init is not None:
-        init = _unique_in_order(as_ids(init, "init", n))
+    init_ids = None if init is None else as_ids(init, "init", n)
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
+    norm = as_normalization(normalization)
+    if norm is None:  # the deprecated Index(normalization=) still forwards here
+        norm = as_normalization(getattr(index, "normalization", None))
 
-    V = index.vectors
-    norm = index.normalization
-    solver = _core.IncrementalLstsq(d)
-    scored = ScoredSoFar(q, ce, k)
+    solver = IncrementalLstsq(d)
+    ledger = ScoreLedger(q, ce, k)
+    rows = np.zeros((0, d), dtype=np.float32)  # V[A]: each row fetched once
+    targets = np.zeros(0, dtype=np.float32)
+    u: Optional[NDArray[np.float32]] = None
+
+    def fill(chosen: NDArray[np.int64], need: int) -> NDArray[np.int64]:
+        if u0_arr is not None:
+            return index.search(u0_arr, need, exclude=chosen)[1]
+        return random_ids(n, need, chosen, seed)
 
     for r, size in enumerate(round_sizes(budget, rounds)):
         t0 = time.perf_counter()
         if r == 0:
-            new_ids = _first_round(index, size, init, u0, seed)
+            new_ids = first_round(size, init_ids, fill)
         else:
-            _, new_ids = index.search(scored.u, size, exclude=scored.all_ids)
+            assert u is not None  # fitted after every round
+            _, new_ids = index.search(u, size, exclude=ledger.all_ids)
             new_ids = new_ids[new_ids >= 0]
-        scores = scored.score(new_ids, seconds_search=time.perf_counter() - t0)
+        scores = ledger.score(new_ids, seconds_search=time.perf_counter() - t0)
 
         t0 = time.perf_counter()
-        solver.add(np.ascontiguousarray(V[new_ids]), _targets(scores, norm))
+        new_rows = index.vectors_of(new_ids)
+        new_targets = scores if norm is None else norm.targets(scores)
+        rows = np.concatenate([rows, new_rows])
+        targets = np.concatenate([targets, new_targets])
+        solver.add(new_rows, new_targets)
         u_fit = solver.solve()
-        scored.u = u_fit if u0 is None else ((1.0 - lam) * u_fit + lam * u0).astype(np.float32)
-        resid = V[scored.all_ids].astype(np.float64) @ u_fit - _targets(scored.all_scores, norm)
-        info = scored.rounds[-1]
+        if not np.isfinite(u_fit).all():
+            raise ledger.fail(CrossEncoderError(
+                "the query embedding fitted to the CE scores is not finite (scores too large for float32 "
+                f"arithmetic? largest |score| so far {float(np.abs(ledger.all_scores).max()):.3g}); "
+                "the scores obtained are in .partial"))
+        u = u_fit if u0_arr is None else ((1.0 - lam) * u_fit + lam * u0_arr).astype(np.float32)
+        ledger.u = u
+        resid = rows.astype(np.float64) @ u_fit - targets
+        info = ledger.rounds[-1]
         info.fit_rmse = float(np.sqrt(np.mean(resid ** 2)))
         info.seconds_solve = time.perf_counter() - t0
 
-    return scored.result()
+    return ledger.result()
 
 
-def _targets(scores: np.ndarray, norm) -> np.ndarray:
-    """Regression targets of Eq. 4: the CE scores, normalised as beta * (s - alpha) when asked."""
-    if norm is None:
-        return scores
-    return np.ascontiguousarray(norm[1] * (scores.astype(np.float64) - norm[0]), dtype=np.float32)
-
-
-def _first_round(index, size: int, init, u0, seed) -> np.ndarray:
-    chosen = init[:size] if init is not None else np.zeros(0, dtype=np.int64)
-    need = size - len(chosen)
-    if need == 0:
-        return chosen
-    if u0 is not None:
-        _, extra = index.search(u0, need, exclude=chosen)
-    else:
-        rng = np.random.default_rng(seed)
-        mask = np.ones(index.n_items, dtype=bool)
-        mask[chosen] = False
-        pool = np.flatnonzero(mask) if index.n_items <= 4 * size + 1024 else None
-        if pool is not None:
-            extra = rng.choice(pool, size=need, replace=False)
-        else:  # sample without materialising a permutation of all items
-            extra = np.zeros(0, dtype=np.int64)
-            while len(extra) < need:
-                draw = rng.integers(0, index.n_items, size=2 * need + 16)
-                draw = draw[mask[draw]]
-                draw = _unique_in_order(draw)[: need - len(extra)]
-                mask[draw] = False
-                extra = np.concatenate([extra, draw])
-    return np.concatenate([chosen, extra.astype(np.int64)])
-
-
-def _unique_in_order(ids: np.ndarray) -> np.ndarray:
-    _, first = np.unique(ids, return_index=True)
-    return ids[np.sort(first)]
+_unique_in_order = unique_in_order  # kept for callers of the old private name

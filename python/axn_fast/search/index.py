@@ -1,12 +1,22 @@
-"""``Index``: item embeddings with exact top-k inner-product search and AXN."""
+"""``Index``: item embeddings with exact top-k inner-product search (a :class:`~axn_fast.search.protocol.VectorIndex`)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from axn_fast import _core
+from axn_fast._core import dot_rows, topk_ip, topk_ip_f16
 from axn_fast._validation import as_float32_array, as_ids, check_int, resolve_num_threads
+from axn_fast.encoders.protocol import CrossEncoder
+from axn_fast.io.persistence import Verify, load_vectors, save_vectors
+from axn_fast.search.adaptive import adaptive_search as _adaptive_search
+from axn_fast.search.batch import PerQuery, adaptive_search_batch as _adaptive_search_batch
+from axn_fast.search.normalization import NormalizationLike, as_normalization
+from axn_fast.search.protocol import Exclude
+from axn_fast.search.results import SearchResult
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
@@ -27,24 +37,30 @@ class Index:
         float32 index's, ids and scores.
     num_threads : int
         Threads per search call; 0 means every core this process may use.
-    normalization : (alpha, beta) or None
-        CE score normalisation s -> beta * (s - alpha) applied to the regression
-        targets of :meth:`adaptive_search` (AXN paper, Appendix A.4). It never
-        changes a ranking; returned scores are always the raw CE scores.
+    normalization : deprecated
+        Pass ``normalization=`` to :meth:`adaptive_search` (or keep it in the
+        index bundle) instead; still forwarded to :meth:`adaptive_search`, with a
+        ``DeprecationWarning``.
 
-    The index is immutable: it may be searched from many threads at once.
+    The index is vectors and search only (it satisfies
+    :class:`~axn_fast.search.protocol.VectorIndex`); it is immutable and may be
+    searched from many threads at once.
     """
 
-    def __init__(self, V, *, dtype: str = "float32", num_threads: int = 0,
-                 normalization: Optional[Tuple[float, float]] = None):
+    def __init__(self, V: ArrayLike, *, dtype: str = "float32", num_threads: int = 0,
+                 normalization: NormalizationLike = None) -> None:
         V32 = as_float32_array(V, "V", ndim=(2,))
         if V32.shape[0] < 1 or V32.shape[1] < 1:
             raise ValueError(f"V must have at least one item and one dimension, got shape {V32.shape}")
+        normalization = as_normalization(normalization)  # refuse a bad one before warning
+        if normalization is not None:
+            warnings.warn("Index(normalization=) is deprecated: pass normalization= to adaptive_search "
+                          "(the index is vectors and search only)", DeprecationWarning, stacklevel=2)
         self._init(V32, dtype=dtype, num_threads=num_threads, normalization=normalization)
 
     @classmethod
-    def _from_arrays(cls, V32: np.ndarray, *, dtype: str = "float32", num_threads: int = 0,
-                     normalization=None, V16: Optional[np.ndarray] = None,
+    def _from_arrays(cls, V32: NDArray[np.float32], *, dtype: str = "float32", num_threads: int = 0,
+                     normalization: NormalizationLike = None, V16: Optional[np.ndarray] = None,
                      max_row_norm: Optional[float] = None) -> "Index":
         """Build from already validated arrays (e.g. memory-mapped files) without scanning them."""
         self = cls.__new__(cls)
@@ -52,7 +68,8 @@ class Index:
                    V16=V16, max_row_norm=max_row_norm)
         return self
 
-    def _init(self, V32, *, dtype, num_threads, normalization, V16=None, max_row_norm=None):
+    def _init(self, V32: NDArray[np.float32], *, dtype: Any, num_threads: int, normalization: NormalizationLike,
+              V16: Optional[np.ndarray] = None, max_row_norm: Optional[float] = None) -> None:
         dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
@@ -60,7 +77,7 @@ class Index:
         self._V.flags.writeable = False
         self._dtype = dtype
         self._num_threads = resolve_num_threads(num_threads)
-        self._V16 = None
+        self._V16: Optional[np.ndarray] = None
         self._max_row_norm = None if max_row_norm is None else float(max_row_norm)
         if dtype == "float16":
             if V16 is None:
@@ -71,9 +88,14 @@ class Index:
                         "rescale V or use dtype='float32'")
                 V16 = V32.astype(np.float16)
             self._V16 = np.ascontiguousarray(V16, dtype=np.float16).view(np.uint16)
-        self.normalization = _check_normalization(normalization)
-        self.metadata: dict = {}  # free-form, JSON-able; saved with the index
-        self.query_encoder = None  # an InductiveMF that embeds new queries (u0), when the index has one
+        self._normalization = as_normalization(normalization)
+        self.metadata: Dict[str, Any] = {}  # free-form, JSON-able; saved with the index
+
+    @property
+    def normalization(self) -> Optional[Tuple[float, float]]:
+        """Deprecated: ``(alpha, beta)`` given to the constructor, forwarded to :meth:`adaptive_search`."""
+        n = self._normalization
+        return None if n is None else (n.alpha, n.beta)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -116,7 +138,8 @@ class Index:
         return f"Index(n_items={self.n_items}, dim={self.dim}, dtype={self._dtype!r}, num_threads={self._num_threads})"
 
     # ------------------------------------------------------------------ search
-    def search(self, U, k: int, *, exclude=None) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, U: ArrayLike, k: int, *, exclude: Exclude = None
+               ) -> Tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Exact top-k items by inner product.
 
         U : (dim,) or (n_queries, dim) float query embeddings.
@@ -135,13 +158,13 @@ class Index:
         ex_ids, ex_offsets = self._exclusions(exclude, U2.shape[0])
         if self._V16 is None:
             norm = self.max_row_norm if U2.shape[0] > 1 else -1.0
-            scores, ids = _core.topk_ip(self._V, U2, k, ex_ids, ex_offsets, self._num_threads, norm)
+            scores, ids = topk_ip(self._V, U2, k, ex_ids, ex_offsets, self._num_threads, norm)
         else:
-            scores, ids = _core.topk_ip_f16(self._V16, self._V, self.max_row_norm, U2, k,
+            scores, ids = topk_ip_f16(self._V16, self._V, self.max_row_norm, U2, k,
                                             ex_ids, ex_offsets, self._num_threads)
         return (scores[0], ids[0]) if single else (scores, ids)
 
-    def _exclusions(self, exclude, nq: int):
+    def _exclusions(self, exclude: Exclude, nq: int) -> Tuple[NDArray[np.int64], NDArray[np.int64]]:
         if exclude is None:
             return _EMPTY_IDS, _EMPTY_IDS
         if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
@@ -149,54 +172,66 @@ class Index:
             if len(exclude) != nq:
                 raise ValueError(f"exclude has {len(exclude)} lists but there are {nq} queries; "
                                  "give one list per query, or a single 1-D array for all")
-            lists = [as_ids(e, f"exclude[{i}]", self.n_items) for i, e in enumerate(exclude)]
+            lists = [as_ids(cast(ArrayLike, e), f"exclude[{i}]", self.n_items) for i, e in enumerate(exclude)]
             offsets = np.zeros(nq + 1, dtype=np.int64)
             np.cumsum([len(x) for x in lists], out=offsets[1:])
             ids = np.concatenate(lists) if offsets[-1] else _EMPTY_IDS
             return np.ascontiguousarray(ids, dtype=np.int64), offsets
-        ids = as_ids(exclude, "exclude", self.n_items)
+        ids = as_ids(cast(ArrayLike, exclude), "exclude", self.n_items)
         return ids, np.array([0, len(ids)], dtype=np.int64)
 
-    def score(self, u, ids) -> np.ndarray:
+    def vectors_of(self, ids: ArrayLike) -> NDArray[np.float32]:
+        """(len(ids), dim) C-contiguous float32 copy of the rows V[ids]."""
+        ids = as_ids(ids, "ids", self.n_items)
+        return np.ascontiguousarray(self._V[ids])
+
+    def score(self, u: ArrayLike, ids: ArrayLike) -> NDArray[np.float32]:
         """Approximate scores <V[i], u> of the given items: (len(ids),) float32."""
         u = as_float32_array(u, "u", ndim=(1,), dim=self.dim)
         ids = as_ids(ids, "ids", self.n_items)
-        return _core.dot_rows(np.ascontiguousarray(self._V[ids]), u.reshape(1, -1))[:, 0]
+        return dot_rows(np.ascontiguousarray(self._V[ids]), u.reshape(1, -1))[:, 0]
 
-    def adaptive_search(self, q, ce, budget: int, *, k: int = 10, rounds: int = 5, init=None,
-                        u0=None, lam: float = 0.0, seed=None):
+    def adaptive_search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10, rounds: int = 5,
+                        init: Optional[ArrayLike] = None, u0: Optional[ArrayLike] = None, lam: float = 0.0,
+                        seed: Optional[int] = None, normalization: NormalizationLike = None) -> SearchResult:
         """AXN (Algorithm 1 of the AXN paper): budgeted k-NN search with a cross-encoder.
 
         See :func:`axn_fast.search.adaptive.adaptive_search` for the parameters.
         """
-        from axn_fast.search.adaptive import adaptive_search
-        return adaptive_search(self, q, ce, budget, k=k, rounds=rounds, init=init, u0=u0,
-                               lam=lam, seed=seed)
+        return _adaptive_search(self, q, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
+                                seed=seed, normalization=normalization)
+
+    def adaptive_search_batch(self, queries: Sequence[Any], ce: CrossEncoder, budget: PerQuery[int], *,
+                              k: PerQuery[int] = 10, rounds: PerQuery[int] = 5,
+                              init: Optional[Sequence[Optional[ArrayLike]]] = None,
+                              u0: Optional[Union[ArrayLike, Sequence[Optional[ArrayLike]]]] = None,
+                              lam: PerQuery[float] = 0.0, seed: PerQuery[Optional[int]] = None,
+                              normalization: NormalizationLike = None) -> List[SearchResult]:
+        """AXN for many queries in lockstep (one batched scan and one CE call per round); ``out[i]``
+        equals :meth:`adaptive_search` for ``queries[i]``. See
+        :func:`axn_fast.search.batch.adaptive_search_batch` for the parameters."""
+        return _adaptive_search_batch(self, queries, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
+                                      seed=seed, normalization=normalization)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path, **kwargs):
-        """Write the index to ``path`` (a directory of .npy/JSON files; never pickle)."""
-        from axn_fast.io.persistence import save_index
-        return save_index(self, path, **kwargs)
+    def save(self, path: Union[str, Path], *, overwrite: bool = False) -> Path:
+        """Write the vectors, scan dtype and ``metadata`` to the directory ``path`` (.npy + JSON, never
+        pickle; see :mod:`axn_fast.io.persistence`). A saved search (query encoder, normalisation,
+        items, CE) is an :class:`axn_fast.indexing.bundle.IndexBundle`."""
+        return save_vectors(path, self._V, dtype=self._dtype, metadata=self.metadata, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = True, **kwargs) -> "Index":
-        """Open an index written by :meth:`save`; ``mmap`` maps the arrays instead of reading them."""
-        from axn_fast.io.persistence import load_index
-        return load_index(path, mmap=mmap, **kwargs)
+    def load(cls, path: Union[str, Path], *, mmap: bool = True, verify: Verify = "cheap",
+             num_threads: int = 0) -> "Index":
+        """Open an index written by :meth:`save`.
 
-
-def _check_normalization(normalization) -> Optional[Tuple[float, float]]:
-    if normalization is None:
-        return None
-    if hasattr(normalization, "alpha") and hasattr(normalization, "beta"):
-        alpha, beta = normalization.alpha, normalization.beta
-    else:
-        try:
-            alpha, beta = normalization
-        except (TypeError, ValueError) as exc:
-            raise TypeError("normalization must be (alpha, beta) or an object with .alpha and .beta") from exc
-    alpha, beta = float(alpha), float(beta)
-    if not (np.isfinite(alpha) and np.isfinite(beta) and beta > 0):
-        raise ValueError(f"normalization needs finite alpha and beta > 0 (so rankings are kept), got ({alpha}, {beta})")
-    return alpha, beta
+        mmap : memory-map the vectors (opening reads only headers) instead of reading them.
+        verify : "cheap" (sizes, headers, finiteness of what is read) or "full" (also
+            SHA-256 and finiteness of everything); see :mod:`axn_fast.io.persistence`.
+        num_threads : threads per search of the opened index (0 = all cores).
+        """
+        resolve_num_threads(num_threads)  # a bad argument is not the file's fault
+        saved = load_vectors(path, mmap=mmap, verify=verify)
+        index = cls._from_arrays(saved.vectors, dtype=saved.dtype, num_threads=num_threads)
+        index.metadata = saved.metadata
+        return index

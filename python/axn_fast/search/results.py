@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass
@@ -58,7 +59,7 @@ class SearchResult:
         return float(sum(r.seconds_search + r.seconds_solve for r in self.rounds))
 
     @staticmethod
-    def from_scored(scored_ids, scored_scores, k: int, **kwargs) -> "SearchResult":
+    def from_scored(scored_ids: ArrayLike, scored_scores: ArrayLike, k: int, **kwargs: Any) -> "SearchResult":
         """Build a result whose top-k is taken from everything scored (ties: first scored wins)."""
         scored_ids = np.asarray(scored_ids, dtype=np.int64)
         scored_scores = np.asarray(scored_scores, dtype=np.float32)
