@@ -103,6 +103,8 @@ def _torch_to_target(G, H, U0, V0):
 
 @pytest.mark.parametrize("method", ["sgd-cpp", "torch-adamw"])
 def test_time_to_rmse(benchmark, problem, method):
+    if SCALE < 1:  # a shrunk problem has too few entries per parameter to reach TARGET
+        pytest.skip("time to a held-out RMSE needs the full-size problem (AXN_BENCH_SCALE=1)")
     G, H, U0, V0 = problem
     benchmark.group = "mf-time-to-rmse"
     if method == "sgd-cpp":

@@ -73,13 +73,14 @@ def main(argv=None):
     true = np.argsort(-S[test], axis=1, kind="stable")
     rows = []
     for name, (V, U0) in setups.items():
-        index = Index(V, normalization=norm)
+        index = Index(V)
         for budget in args.budgets:
             budget = min(budget, n)
             found = {"AXN": [], "RNR": []}
             for j, q in enumerate(test):
                 ce = lambda _q, ids, q=q: S[q, ids]  # noqa: E731
-                res = index.adaptive_search(q, ce, budget, k=min(max(args.ks), budget), rounds=5, u0=U0[j])
+                res = index.adaptive_search(q, ce, budget, k=min(max(args.ks), budget), rounds=5, u0=U0[j],
+                                            normalization=norm)
                 found["AXN"].append(res.scored_ids)
                 found["RNR"].append(index.search(U0[j], budget)[1])
             for method, f in found.items():

@@ -255,3 +255,76 @@ def test_index_method_forwards():
     got = index.adaptive_search_batch([2, 0], axn_fast.DenseScoreCE(S), [20, 30], k=[2, 5], rounds=2, seed=4)
     for q, b, k, g in zip([2, 0], [20, 30], [2, 5], got):
         assert_same(g, index.adaptive_search(q, axn_fast.DenseScoreCE(S), b, k=k, rounds=2, seed=4))
+
+
+ITEM_TEXTS = ["bank: sloping land beside a body of water", "a financial institution that accepts deposits",
+              "bank: a long ridge or pile", "fire: the act of firing weapons at an enemy", "unit",
+              "a whole of the same kind or category as another, a much longer item text than the others"]
+
+
+@pytest.mark.parametrize("head", ["emb-dot", "cls"])
+def test_hf_cross_encoder_score_batch_mixes_queries_and_matches_per_query_calls(tmp_path, head):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from _hf_models import tiny_bert
+
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+
+    path = tiny_bert(tmp_path / "tiny", classifier=head == "cls")
+    queries = ["he cashed a check at the bank", "the river bank", "he cashed a check at the bank"]
+    ids = [np.array([0, 1, 5]), np.array([2, 3, 4, 0]), np.array([1, 2])]
+    ce = HFCrossEncoder(path, ITEM_TEXTS, head=head, batch_size=4, show_progress_bar=False)
+    batches = []
+    forward = ce._forward
+    ce._forward = lambda batch: batches.append(batch["input_ids"].shape[0]) or forward(batch)
+    got = ce.score_batch(queries, ids)
+    ref = HFCrossEncoder(path, ITEM_TEXTS, head=head, batch_size=4, show_progress_bar=False)
+    for q, i, g in zip(queries, ids, got):
+        assert g.dtype == np.float32 and g.shape == i.shape
+        np.testing.assert_allclose(g, ref(q, i), rtol=1e-5, atol=1e-6)
+    assert ce.n_calls == 8  # the repeated query's pair (q0, item 1) is scored once
+    assert batches == [4, 4]  # the pairs of all queries share full model batches
+    again = ce.score_batch(queries[:2], ids[:2])  # from the cache
+    assert ce.n_calls == 8 and ce.n_cached == 1 + 7
+    for a, g in zip(again, got):
+        np.testing.assert_array_equal(a, g)
+
+
+def test_sentence_transformers_ce_score_batch(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from _hf_models import tiny_bert
+    from sentence_transformers import CrossEncoder
+
+    from axn_fast.encoders.cross_encoder import SentenceTransformersCE
+
+    path = tiny_bert(tmp_path / "tiny", classifier=True)
+    model = CrossEncoder(str(path), num_labels=1, device="cpu")
+    ce = SentenceTransformersCE(model, ITEM_TEXTS, batch_size=3)
+    got = ce.score_batch(["q one", "q two"], [np.array([3, 1]), np.array([0, 1, 2, 5])])
+    ref = SentenceTransformersCE(model, ITEM_TEXTS, batch_size=3)
+    np.testing.assert_allclose(got[0], ref("q one", np.array([3, 1])), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1], ref("q two", np.array([0, 1, 2, 5])), rtol=1e-5, atol=1e-6)
+    assert ce.n_calls == 6
+
+
+def test_batched_search_with_a_real_ce_equals_single_queries_given_the_same_scores(tmp_path):
+    """AXN in lockstep over a tiny HF CE: one score_batch call per round; results equal per-query AXN
+    fed by the scores the batched CE produced (the CE's cache makes the per-query runs reuse them)."""
+    pytest.importorskip("torch")
+    from _hf_models import tiny_bert
+
+    from axn_fast.encoders.boundary import CountingCrossEncoder
+    from axn_fast.encoders.cross_encoder import HFCrossEncoder
+
+    items = [f"item {i} about {w}" for i, w in enumerate(["banks", "rivers", "money", "fire", "units"] * 8)]
+    ce = HFCrossEncoder(tiny_bert(tmp_path / "tiny"), items, head="emb-cos", batch_size=16, show_progress_bar=False)
+    V = np.random.default_rng(0).standard_normal((len(items), 8)).astype(np.float32)
+    index = axn_fast.Index(V)
+    queries = ["money in the bank", "a river bank", "fire"]
+    counting = CountingCrossEncoder(ce)
+    got = adaptive_search_batch(index, queries, counting, 12, k=3, rounds=3, seed=1)
+    assert counting.n_batches == 3  # one CE call per round for the three queries
+    n_model = ce.n_calls
+    for q, g in zip(queries, got):
+        assert_same(g, adaptive_search(index, q, ce, 12, k=3, rounds=3, seed=1))
+    assert ce.n_calls == n_model  # the per-query runs asked for exactly the pairs already scored

@@ -164,3 +164,23 @@ def test_protocols_are_structural():
 def test_dense_score_ce_refuses_an_empty_matrix():
     with pytest.raises(ValueError, match="at least one query row"):
         axn_fast.DenseScoreCE(np.zeros((0, 3)))
+
+
+def test_scores_too_large_to_fit_keep_the_partial_result():
+    rng = np.random.default_rng(2)
+    V = 1e-3 * rng.standard_normal((200, 16)).astype(np.float32)  # small embeddings: u = scores / |v| grows
+    S = rng.standard_normal((1, 200)).astype(np.float32)
+    calls = []
+
+    def huge(q, ids):
+        calls.append(1)
+        out = S[q, ids].copy()
+        if len(calls) == 3:
+            out[:] = 3e38  # finite float32, but the least-squares fit on it overflows
+        return out
+
+    with pytest.raises(CrossEncoderError, match="not finite") as info:
+        axn_fast.Index(V).adaptive_search(0, huge, 50, k=5, rounds=5, seed=0)
+    part = info.value.partial
+    assert part.n_ce_calls == 30 and len(part.rounds) == 3  # the third round was paid for: it is kept
+    np.testing.assert_array_equal(part.scored_scores[:20], S[0, part.scored_ids[:20]])

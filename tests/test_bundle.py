@@ -39,6 +39,8 @@ def test_round_trip(tmp_path, encoder):
     if encoder:
         assert not np.array_equal(back.embed_queries(x), x)
         assert IndexBundle.load(tmp_path / "b", load_query_encoder=False).query_encoder is None
+    with pytest.raises(IndexFileError, match="open it with IndexBundle.load"):
+        Index.load(tmp_path / "b")
     names = sorted(str(p.relative_to(tmp_path / "b")) for p in (tmp_path / "b").rglob("*"))
     want = ["index", "index/manifest.json", "index/vectors.npy", "items.json", "manifest.json"]
     assert names == sorted(want + (["query_encoder.safetensors"] if encoder else []))

@@ -46,8 +46,14 @@ def test_eval_from_files_writes_table_and_plot(files, tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert list(dict.fromkeys(r["method"] for r in res["rows"])) == ALL
     assert res["meta"]["n_test"] == 40 and res["meta"]["n_dev"] == 20 and res["meta"]["n_train"] == 60
-    for r in res["rows"]:
-        assert 0 <= r["recall"] <= 1 and r["ce_calls"] == r["m"]
+    assert all(r["ce_calls"] == r["m"] for r in res["rows"])
+    # RNR (DE) recall by hand: the exact top-k among the DE's top-m of each test query
+    S, Q, V = (np.load(files / f) for f in ("S.npy", "Q.npy", "V.npy"))
+    de_top = np.argsort(-(Q @ V.T), axis=1, kind="stable")
+    exact = np.argsort(-S, axis=1, kind="stable")
+    for r in (r for r in res["rows"] if r["method"] == "RNR (DE)"):
+        want = np.mean([len(set(de_top[q, :r["m"]]) & set(exact[q, :r["k"]])) / r["k"] for q in range(80, 120)])
+        assert r["recall"] == pytest.approx(want), r
     exact = [r for r in res["rows"] if r["method"] == "EXACT"]
     assert exact[0]["accuracy"] == 1.0 and exact[0]["m"] == 300
     assert (out / "results.csv").read_text().startswith("method,params,k,m,recall")
@@ -58,18 +64,31 @@ def test_eval_from_files_writes_table_and_plot(files, tmp_path, capsys):
     import axn_fast
     from axn_fast.methods.baselines import RetrieveRerank
 
-    S, Q, V = (np.load(files / f) for f in ("S.npy", "Q.npy", "V.npy"))
     _, ranked = axn_fast.Index(V).search(Q, 25)
     direct = axn_fast.evaluate([RetrieveRerank("RNR (DE)", ranked)], S, np.arange(80, 120), ks=(1, 10),
                                budgets=(10, 25), show_progress_bar=False, include_exact=False)
     assert [r["recall"] for r in direct] == [r["recall"] for r in res["rows"] if r["method"] == "RNR (DE)"]
 
 
-def test_interrupted_run_resumes_from_checkpoint(files, tmp_path, monkeypatch):
+def _plant_recall(out, recall):
+    """Overwrite the recall of every finished unit of the run checkpoint under ``out``."""
+    from axn_fast.io.checkpoint import Checkpoint
+
+    d = out / "eval-checkpoint"
+    doc = json.loads((d / "checkpoint.json").read_text())
+    c = doc["config"]
+    with Checkpoint(d, kind=doc["kind"], config={k: v for k, v in c.items() if not k.startswith("_")},
+                    n_units=c["_n_units"], width=c["_width"], dtype=c["_dtype"], shard_units=c["_shard_units"]) as ck:
+        units = np.flatnonzero(ck.done)
+        vals = ck.values[units].copy()
+        vals[:, 0] = recall
+        ck.record(units, vals)
+    return len(units)
+
+
+def _interrupt_after_first_method(files, out, monkeypatch, *extra):
     import axn_fast.evaluation.evaluate as ev
 
-    out = tmp_path / "out"
-    args = _args(files, out, "--methods", "rnr-de,anncur", "--no-plot")
     real = ev.evaluate
     seen = []
 
@@ -79,25 +98,36 @@ def test_interrupted_run_resumes_from_checkpoint(files, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(methods, *a, **k)
 
-    monkeypatch.setattr(ev, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(args)
-    ckpt = json.loads((out / "checkpoint.json").read_text())
-    assert list(ckpt["methods"]) == ["RNR (DE)"]
-    ckpt["methods"]["RNR (DE)"][0]["recall"] = 0.123  # the rerun must take this from the checkpoint
-    (out / "checkpoint.json").write_text(json.dumps(ckpt))
-    monkeypatch.setattr(ev, "evaluate", real)
-    seen.clear()
+    with monkeypatch.context() as mp:
+        mp.setattr(ev, "evaluate", interrupted)
+        assert main(_args(files, out, "--methods", "rnr-de,anncur", "--no-plot", *extra)) == 130  # Ctrl-C
+    assert seen == ["RNR (DE)", "ANNCUR (improved)"]
+
+
+def test_interrupted_run_resumes_from_checkpoint(files, tmp_path, monkeypatch):
+    import axn_fast.evaluation.evaluate as ev
+
+    out = tmp_path / "out"
+    args = _args(files, out, "--methods", "rnr-de,anncur", "--no-plot")
+    _interrupt_after_first_method(files, out, monkeypatch)
+    assert _plant_recall(out, 0.123) == 4  # RNR (DE): (1, 10), (10, 10), (1, 25), (10, 25)
+    real = ev.evaluate
+    seen = []
+    monkeypatch.setattr(ev, "evaluate", lambda methods, *a, **k: seen.append(methods[0].name) or real(methods, *a, **k))
     assert main(args) == 0
+    assert seen == ["ANNCUR (improved)"]  # RNR (DE) came from the checkpoint
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert rows[0]["method"] == "RNR (DE)" and rows[0]["recall"] == 0.123
+    assert [r["recall"] for r in rows if r["method"] == "RNR (DE)"] == [0.123] * 4
     assert {r["method"] for r in rows} == {"RNR (DE)", "ANNCUR (improved)", "EXACT"}
-    assert not (out / "checkpoint.json").exists()  # complete: no checkpoint left behind
-    # a checkpoint made with other settings is ignored
-    (out / "checkpoint.json").write_text(json.dumps(ckpt))
+    assert not (out / "eval-checkpoint").exists()  # complete: no checkpoint left behind
+    # a checkpoint made with other settings is not reused
+    _interrupt_after_first_method(files, out, monkeypatch)
+    _plant_recall(out, 0.123)
+    seen.clear()
     assert main(_args(files, out, "--methods", "rnr-de,anncur", "--no-plot", "--seed", "1")) == 0
+    assert seen == ["RNR (DE)", "ANNCUR (improved)"]
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert rows[0]["recall"] != 0.123
+    assert 0.123 not in [r["recall"] for r in rows]
 
 
 def test_synthetic_run(tmp_path):
@@ -108,27 +138,141 @@ def test_synthetic_run(tmp_path):
     assert [r["method"] for r in rows] == ["RNR (DE)", "AXN (λ=0)", "EXACT"]
 
 
-def test_bad_arguments(files, tmp_path):
+def _checkpoint_with_fake_rnr(files, out, monkeypatch, *extra):
+    """Run until the second method, then plant a recall of 0.123 in the checkpoint's RNR (DE) rows."""
+    _interrupt_after_first_method(files, out, monkeypatch, *extra)
+    _plant_recall(out, 0.123)
+
+
+def _rnr_recalls(out):
+    return [r["recall"] for r in json.loads((out / "results.json").read_text())["rows"] if r["method"] == "RNR (DE)"]
+
+
+def test_resume_is_keyed_on_content_not_names_or_sizes(files, tmp_path, monkeypatch):
+    # another split of the same sizes, in the same --out: the checkpoint must not be reused
+    out = tmp_path / "out"
+    _checkpoint_with_fake_rnr(files, out, monkeypatch)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("S.npy", "V.npy", "Q.npy", "gold.npy", "items.txt", "queries.txt", "train.txt"):
+        (other / name).write_bytes((files / name).read_bytes())
+    (other / "dev.txt").write_text("\n".join(str(i) for i in range(100, 120)))  # 20 rows, as before
+    np.save(other / "test.npy", np.arange(60, 100))  # 40 rows, as before
+    assert main(_args(other, out, "--methods", "rnr-de,anncur", "--no-plot")) == 0
+    assert 0.123 not in _rnr_recalls(out)
+
+    # another score matrix under the same file name and shape: not reused either
+    out2 = tmp_path / "out2"
+    _checkpoint_with_fake_rnr(files, out2, monkeypatch)
+    S = np.load(files / "S.npy")
+    (other / "dev.txt").write_bytes((files / "dev.txt").read_bytes())
+    np.save(other / "test.npy", np.arange(80, 120))
+    np.save(other / "S.npy", S[:, ::-1].copy())
+    assert main(_args(other, out2, "--methods", "rnr-de,anncur", "--no-plot")) == 0
+    assert 0.123 not in _rnr_recalls(out2)
+
+    # the same content from a copy under another directory: reused (the key is the content)
+    out3 = tmp_path / "out3"
+    _checkpoint_with_fake_rnr(files, out3, monkeypatch)
+    np.save(other / "S.npy", S)
+    assert main(_args(other, out3, "--methods", "rnr-de,anncur", "--no-plot")) == 0
+    assert set(_rnr_recalls(out3)) == {0.123}
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    return rc, err
+
+
+@pytest.fixture()
+def usage(files, tmp_path):
+    """Arguments for runs that must fail early (the output directory is never written)."""
+    f = {k: str(files / k) for k in ("S.npy", "V.npy", "Q.npy", "train.txt", "dev.txt", "test.npy")}
+    return f, str(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("case", [
+    # argparse: every numeric flag has a range (issue: --max-test -1 dropped a query silently)
+    (["--max-test", "-1"], "argument --max-test: must be >= 1, got -1"),
+    (["--max-test", "0"], "argument --max-test: must be >= 1, got 0"),
+    (["--max-dev", "0"], "argument --max-dev: must be >= 1"),
+    (["--rounds", "0"], "argument --rounds: must be >= 1"),
+    (["--budgets", "10,0"], "argument --budgets: must be >= 1"),
+    (["--ks", "one"], "argument --ks: expected an integer, got 'one'"),
+    (["--lams", "0,1.5"], "argument --lams: must be in [0, 1], got 1.5"),
+    (["--seed", "-1"], "argument --seed: must be >= 0"),
+    (["--noise", "nan"], "argument --noise: expected a finite number"),
+    (["--synthetic-shape", "0x10"], "argument --synthetic-shape: expected NxM"),
+    (["--methods", "axn,magic"], "argument --methods: unknown name(s) magic"),
+    # flags that need other flags
+    (["--scores", "{S.npy}"], "--scores needs --train and --test"),
+    (["--scores", "{S.npy}", "--train", "{train.txt}", "--test", "{test.npy}", "--item-emb", "{V.npy}"],
+     "give both --item-emb and --query-emb"),
+    (["--scores", "{S.npy}", "--train", "{train.txt}", "--test", "{test.npy}", "--methods", "axn",
+      "--budgets", "10"],
+     "--methods: 'axn' needs DE embeddings"),
+    (["--synthetic", "--scores", "{S.npy}"], "give one of --scores / --synthetic"),
+    (["--synthetic", "--train", "{train.txt}"], "--train need --scores or --ce-model"),
+    (["--synthetic", "--synthetic-shape", "5x100"], "--synthetic-shape needs at least 10 queries"),
+    (["--scores", "{S.npy}", "--train", "{train.txt}", "--test", "{test.npy}", "--budgets", "301"],
+     "--budgets must be <= the number of items (300)"),
+])
+def test_usage_errors_exit_2_with_one_line(usage, capsys, case):
+    paths, out = usage
+    argv, message = case
+    argv = [paths[a[1:-1]] if a.startswith("{") else a for a in argv]
+    rc, err = _run(capsys, "eval", *argv, "--out", out, "--no-progress")
+    assert rc == 2, err
+    assert err.startswith("axn-fast eval: error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_runtime_errors_exit_1_naming_the_file(files, tmp_path, capsys):
     out = str(tmp_path / "bad")
-    with pytest.raises(SystemExit, match="--train and --test"):
-        main(["eval", "--scores", str(files / "S.npy"), "--out", out])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["eval", "--scores", str(files / "S.npy"), "--train", str(files / "nope.txt"),
-              "--test", str(files / "test.npy"), "--out", out])
-    with pytest.raises(SystemExit, match="unknown method"):
-        main(_args(files, out, "--methods", "axn,magic"))
-    with pytest.raises(SystemExit, match="needs DE embeddings"):
-        main(["eval", "--scores", str(files / "S.npy"), "--train", str(files / "train.txt"),
-              "--test", str(files / "test.npy"), "--methods", "axn", "--out", out])
-    with pytest.raises(SystemExit, match="both --item-emb and --query-emb"):
-        main(["eval", "--scores", str(files / "S.npy"), "--train", str(files / "train.txt"),
-              "--test", str(files / "test.npy"), "--item-emb", str(files / "V.npy"), "--out", out])
-    with pytest.raises(SystemExit, match="--item-emb must be"):
-        main(["eval", "--scores", str(files / "S.npy"), "--train", str(files / "train.txt"),
-              "--test", str(files / "test.npy"), "--item-emb", str(files / "Q.npy"),
-              "--query-emb", str(files / "Q.npy"), "--out", out])
-    with pytest.raises(SystemExit):  # argparse: not a list of integers
-        main(["eval", "--synthetic", "--ks", "one", "--out", out])
+    base = ["eval", "--scores", str(files / "S.npy"), "--train", str(files / "train.txt"),
+            "--test", str(files / "test.npy"), "--out", out, "--no-progress", "--no-plot"]
+    nope = str(files / "nope.txt")
+    rc, err = _run(capsys, *(a if a != str(files / "train.txt") else nope for a in base))
+    assert rc == 1 and err == f"axn-fast eval: error: train split file {nope!r} does not exist\n"
+
+    latin = tmp_path / "items_latin1.txt"
+    latin.write_bytes("\n".join(f"caf\xe9 {i}" for i in range(300)).encode("latin-1"))
+    rc, err = _run(capsys, *base, "--items", str(latin), "--queries", str(files / "queries.txt"))
+    assert rc == 1 and "items file" in err and str(latin) in err and "not UTF-8" in err, err
+
+    S = np.load(files / "S.npy")
+    S[3, 7] = np.nan
+    np.save(tmp_path / "S_nan.npy", S)
+    rc, err = _run(capsys, *(a if a != str(files / "S.npy") else str(tmp_path / "S_nan.npy") for a in base))
+    assert rc == 1 and "S_nan.npy" in err and "non-finite" in err and "row 3, column 7" in err, err
+
+    (tmp_path / "test_out.txt").write_text("80\n999\n")
+    rc, err = _run(capsys, *(a if a != str(files / "test.npy") else str(tmp_path / "test_out.txt") for a in base))
+    assert rc == 1 and "test_out.txt" in err and "row 999, outside [0, 120)" in err, err
+
+    rc, err = _run(capsys, *base, "--item-emb", str(files / "Q.npy"), "--query-emb", str(files / "Q.npy"))
+    assert rc == 1 and "item embeddings" in err and "must be (300, d)" in err, err
+    assert all(e.count("\n") == 1 for e in (err,))
+
+
+def test_debug_shows_the_traceback(files, tmp_path, capsys):
+    argv = ["eval", "--scores", str(files / "S.npy"), "--train", str(files / "nope.txt"),
+            "--test", str(files / "test.npy"), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(argv) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    for debug_argv in (argv + ["--debug"], ["--debug"] + argv):
+        assert main(debug_argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and "FileNotFoundError" in err
+        assert err.rstrip().endswith("does not exist")
+
+
+def test_method_keys_match_the_library():
+    from axn_fast.cli.eval import METHOD_KEYS
+    from axn_fast.evaluation.methods import METHODS
+
+    assert tuple(METHOD_KEYS) == tuple(METHODS)
 
 
 def test_live_cross_encoder_on_text_files(tmp_path, monkeypatch):

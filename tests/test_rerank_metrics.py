@@ -74,3 +74,10 @@ def test_dense_score_ce_counts_and_checks(S):
         ce(0, [50])
     with pytest.raises(ValueError, match="finite"):
         axn_fast.DenseScoreCE(np.array([[np.nan]]))
+
+
+def test_rerank_refuses_an_empty_candidate_list_before_calling_the_ce():
+    ce = axn_fast.DenseScoreCE(np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="candidates must hold at least one item id"):
+        axn_fast.retrieve_and_rerank([], 0, ce, 5, k=1)
+    assert ce.n_calls == 0 and ce.n_batches == 0

@@ -132,3 +132,30 @@ def test_save_load_roundtrip(shipped, tmp_path):
     np.testing.assert_array_equal(again.scores, shipped.scores)  # float16 -> float32 -> float16 is exact
     with pytest.raises(FileNotFoundError, match="build_wordnet_subset"):
         load_wordnet_subset(tmp_path / "nowhere")
+
+
+@needs_real
+def test_ce_training_split_leaves_the_shipped_subset_out(shipped):
+    from axn_fast.datasets.wordnet import ce_training_split
+
+    task = wordnet()
+    sp = ce_training_split(task, exclude_queries=shipped.queries, exclude_offsets=shipped.item_offsets,
+                           n_eval=500, n_dev=100, n_train=300, seed=0)
+    seen = set(sp.train_queries) | set(sp.dev_queries) | set(sp.eval_queries)
+    assert not seen & set(shipped.queries)
+    assert len(sp.eval_queries) >= 500 and len(sp.dev_queries) >= 100 and len(sp.train_queries) == 300
+    shipped_offsets = set(shipped.item_offsets.tolist())
+    for gold in (sp.train_gold, sp.dev_gold, sp.eval_gold):
+        assert not set(sp.item_offsets[gold].tolist()) & shipped_offsets
+    # split by gold synset: no eval or dev sense is a training target
+    assert not set(sp.eval_gold.tolist()) & set(sp.train_gold.tolist())
+    assert not set(sp.dev_gold.tolist()) & set(sp.train_gold.tolist())
+    owner = {q: int(o) for q, o in zip(task.queries, task.item_offsets[task.gold].tolist())}
+    assert [owner[q] for q in sp.eval_queries] == sp.item_offsets[sp.eval_gold].tolist()
+    small = ce_training_split(task, exclude_queries=shipped.queries, exclude_offsets=shipped.item_offsets,
+                              n_eval=500, n_dev=100, n_train=300, n_items=20000, seed=0)
+    assert len(small.items) == 20000 and small.eval_queries == sp.eval_queries
+    assert [small.items[g] for g in small.eval_gold] == [sp.items[g] for g in sp.eval_gold]
+    assert [small.items[g] for g in small.train_gold] == [sp.items[g] for g in sp.train_gold]
+    with pytest.raises(ValueError, match="gold and confuser synsets"):
+        ce_training_split(task, exclude_queries=shipped.queries, n_items=1000)

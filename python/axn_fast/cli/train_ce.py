@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
     data.add_argument("--n-dev", type=int_range(1), default=200, help="dev queries for --data wordnet (default 200)")
     data.add_argument("--n-eval", type=int_range(1), default=500,
                       help="held-out eval queries for --data wordnet (default 500; never trained on)")
+    data.add_argument("--n-items", type=int_range(1), default=None,
+                      help="for --data wordnet: restrict the items to the gold synsets, their same-lemma "
+                      "confusers and random others up to N (default: all 82,115 noun synsets)")
     parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, best delta, log)")
     parser.add_argument("--base", default=BUNDLED, help="base checkpoint directory or hub id (default: the "
                         "bundled all-MiniLM-L6-v2)")
@@ -94,7 +97,8 @@ def _load_data(args):
 
         shipped = load_wordnet_subset()
         sp = ce_training_split(exclude_queries=shipped.queries, exclude_offsets=shipped.item_offsets,
-                               n_eval=args.n_eval, n_dev=args.n_dev, n_train=args.n_train, seed=args.seed)
+                               n_eval=args.n_eval, n_dev=args.n_dev, n_train=args.n_train,
+                               n_items=args.n_items, seed=args.seed)
         return sp.items, sp.train_queries, sp.train_gold, sp.dev_queries, sp.dev_gold
     if args.items is None or args.queries is None or args.gold is None:
         raise UsageError("give --data wordnet, or all of --items, --queries and --gold")

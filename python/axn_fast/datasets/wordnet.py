@@ -173,7 +173,7 @@ class CETrainingSplit:
 
 def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(), exclude_offsets=(),
                       n_eval: int = 500, n_dev: int = 200, n_train: Optional[int] = None,
-                      seed: int = 0) -> CETrainingSplit:
+                      n_items: Optional[int] = None, seed: int = 0) -> CETrainingSplit:
     """Split the WordNet noun task into train / dev / eval queries for CE training.
 
     task: from :func:`wordnet` (built when None); exclude_queries: query texts
@@ -182,6 +182,11 @@ def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(),
     subset's items). Gold synsets are shuffled with ``seed`` and taken whole
     into eval until it holds >= ``n_eval`` queries, then dev (>= ``n_dev``),
     then train (the first ``n_train`` queries of the shuffled rest, all when None).
+
+    n_items: None keeps every noun synset as an item; otherwise the items are
+    the gold synsets of every usable query, every synset sharing a lemma with
+    one of them (the confusers that make the task hard), then random other
+    synsets up to ``n_items`` (kept in WordNet order; gold ids refer to them).
     """
     task = wordnet() if task is None else task
     skip_q = set(exclude_queries)
@@ -215,6 +220,25 @@ def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(),
     tq, tg = texts(train)
     dq, dg = texts(parts["dev"])
     eq, eg = texts(parts["eval"])
-    return CETrainingSplit(items=list(task.items), item_offsets=task.item_offsets, train_queries=tq, train_gold=tg,
+    items, offsets = list(task.items), task.item_offsets
+    if n_items is not None:
+        by_lemma: Dict[str, List[int]] = {}
+        for i, lemmas in enumerate(task.item_lemmas):
+            for lem in lemmas:
+                by_lemma.setdefault(lem.lower(), []).append(i)
+        chosen = set(by_gold)
+        for g in by_gold:
+            for lem in task.item_lemmas[g]:
+                chosen.update(by_lemma[lem.lower()])
+        if len(chosen) > n_items:
+            raise ValueError(f"n_items={n_items} is smaller than the {len(chosen)} gold and confuser synsets")
+        rest = np.setdiff1d(np.arange(len(task.items)), np.fromiter(chosen, dtype=np.int64))
+        fill = np.random.default_rng([seed, 1]).choice(rest, size=n_items - len(chosen), replace=False)
+        keep_items = np.sort(np.concatenate([np.fromiter(chosen, dtype=np.int64), fill]))
+        new_id = np.full(len(task.items), -1, dtype=np.int64)
+        new_id[keep_items] = np.arange(keep_items.shape[0])
+        items, offsets = [task.items[i] for i in keep_items.tolist()], task.item_offsets[keep_items]
+        tg, dg, eg = new_id[tg], new_id[dg], new_id[eg]
+    return CETrainingSplit(items=items, item_offsets=offsets, train_queries=tq, train_gold=tg,
                            dev_queries=dq, dev_gold=dg, eval_queries=eq, eval_gold=eg,
                            excluded={"queries": int((~keep).sum())})

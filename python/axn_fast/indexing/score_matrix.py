@@ -173,7 +173,7 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
                        k_d: int = 100, de_query_emb: Optional[Any] = None, de_item_emb: Optional[Any] = None,
                        seed: int = 0, batch_size: int = 256,
                        checkpoint_dir: Optional[Union[str, "PathLike[str]"]] = None,
-                       shard_size: int = 8192, ce_id: Optional[str] = None, num_threads: int = 0,
+                       shard_size: int = 65536, ce_id: Optional[str] = None, num_threads: int = 0,
                        show_progress_bar: Optional[bool] = None) -> ScoreMatrix:
     """Score (query, item) pairs with the cross-encoder: the sparse matrix G, or the dense one.
 

@@ -16,7 +16,10 @@ Directory layout::
 
 Each journal record is ``b"AXR1" | n (u32) | crc32 (u32) | 0 (u32) | unit ids
 (n x i64) | results (n x width x dtype)``, the CRC covering ids and results;
-it is flushed and fsync'd before :meth:`Checkpoint.record` returns. A record
+it is handed to the operating system (written and flushed) before
+:meth:`Checkpoint.record` returns, which is all a killed *process* needs, and
+fsync'd at least every ``sync_every_s`` seconds (default 1 s) and on close,
+which bounds what an OS crash or power cut can lose. A record
 torn by a kill fails its CRC or length and is dropped (with everything after
 it). A shard whose units are all done is written to a temporary file, fsync'd
 and renamed to ``shard-NNNNN.bin`` (``b"AXS1" | n_units (u64) | width (u32) |
@@ -24,8 +27,10 @@ crc32 (u32)`` then the results), after which its journal is deleted.
 
 Guarantees:
 
-- **Resume**: every result recorded before a kill is kept; what the job was
-  computing at the kill (at most one batch) is re-paid.
+- **Resume**: every result recorded before the process was killed is kept;
+  what it was computing at the kill (at most one batch) is re-paid. After an
+  OS crash or power cut, at most the results of the last ``sync_every_s``
+  seconds are lost as well.
 - **Same job only**: the configuration's SHA-256 is stored and a different
   configuration (or layout) is refused with the keys that differ.
 - **Same model only**: :meth:`Checkpoint.check_identity` stores an explicit
@@ -42,10 +47,11 @@ import hashlib
 import json
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Type
 
 import numpy as np
 
@@ -114,10 +120,11 @@ class Checkpoint:
         Put in it everything that changes which units exist or what their
         results are (inputs' digests, seeds, strategy ...), never batch sizes.
     n_units, width, dtype, shard_units : the layout (also part of the configuration).
+    sync_every_s : most seconds between fsyncs of a journal (0: fsync every record).
     """
 
     def __init__(self, directory: PathLike, *, kind: str, config: Mapping[str, Any], n_units: int,
-                 width: int = 1, dtype: str = "float32", shard_units: int = 8192):
+                 width: int = 1, dtype: str = "float32", shard_units: int = 8192, sync_every_s: float = 1.0):
         if not isinstance(kind, str) or not kind:
             raise ValueError(f"kind must be a non-empty string, got {kind!r}")
         if dtype not in _DTYPES:
@@ -125,6 +132,12 @@ class Checkpoint:
         for name, v in (("n_units", n_units), ("width", width), ("shard_units", shard_units)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(sync_every_s, (int, float)) or isinstance(sync_every_s, bool) or not (
+                0 <= sync_every_s < float("inf")):
+            raise ValueError(f"sync_every_s must be a finite number >= 0, got {sync_every_s!r}")
+        self.sync_every_s = float(sync_every_s)
+        self._last_sync = time.monotonic()
+        self._dirty: Set[int] = set()
         self.dir = Path(directory)
         self.kind = kind
         self.n_units, self.width, self.shard_units = int(n_units), int(width), int(shard_units)
@@ -165,9 +178,13 @@ class Checkpoint:
         return self
 
     def close(self) -> None:
-        """Close the journals and release the lock (results stay on disk)."""
+        """fsync and close the journals and release the lock (results stay on disk)."""
         for f in self._journals.values():
-            f.close()
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                f.close()
         self._journals.clear()
         self._lock.release()
 
@@ -328,7 +345,8 @@ class Checkpoint:
     def record(self, units: Any, values: Any) -> None:
         """Store the results of ``units`` (int array) durably: ``values`` (len(units), width) or (len(units),).
 
-        Returns once the results are fsync'd; a shard whose units are then all
+        Returns once the results are written to the operating system (fsync'd
+        at most ``sync_every_s`` seconds later); a shard whose units are then all
         done is compacted into its ``.bin`` file.
         """
         ids = np.asarray(units, dtype=np.int64).reshape(-1)
@@ -350,12 +368,23 @@ class Checkpoint:
                 f = self._journals[s] = open(self._path(self._journal_name(s)), "ab")
             f.write(_REC.pack(_REC_MAGIC, len(sid), zlib.crc32(body), 0) + body)
             f.flush()
-            os.fsync(f.fileno())
+            self._dirty.add(s)
+            if time.monotonic() - self._last_sync >= self.sync_every_s:
+                self.sync()
             self.values[sid] = sval
             self.done[sid] = True
             r = self.shard_range(s)
             if self.done[r.start:r.stop].all():
                 self._finish_shard(s)
+
+    def sync(self) -> None:
+        """fsync every journal written since the last sync (``record`` does it every ``sync_every_s``)."""
+        for s in sorted(self._dirty):
+            f = self._journals.get(s)
+            if f is not None:
+                os.fsync(f.fileno())
+        self._dirty.clear()
+        self._last_sync = time.monotonic()
 
     def _finish_shard(self, s: int) -> None:
         r = self.shard_range(s)
@@ -363,6 +392,7 @@ class Checkpoint:
         head = _SHARD.pack(_SHARD_MAGIC, len(r), self.width, zlib.crc32(body))
         atomic_write(self._path(self._shard_name(s)), lambda f: (f.write(head), f.write(body)))
         f = self._journals.pop(s, None)
+        self._dirty.discard(s)
         if f is not None:
             f.close()
         try:

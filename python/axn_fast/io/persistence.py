@@ -188,7 +188,12 @@ def load_vectors(path: PathLike, *, mmap: bool = True, verify: Verify = "cheap")
     """
     mode = check_verify(verify)
     root = Path(path)
-    doc = read_manifest(root, fmt=FORMAT, versions=READABLE_VERSIONS, error=IndexFileError, what="saved index")
+    try:
+        doc = read_manifest(root, fmt=FORMAT, versions=READABLE_VERSIONS, error=IndexFileError, what="saved index")
+    except IndexFileError as exc:
+        if "'axn_fast.bundle'" in str(exc):
+            raise IndexFileError(f"{exc}; it is a saved search: open it with IndexBundle.load") from None
+        raise
     n_raw, d_raw, dtype, files = doc.get("n_items"), doc.get("dim"), doc.get("dtype"), doc.get("files")
     if not (isinstance(n_raw, int) and isinstance(d_raw, int) and _is_int(n_raw) and _is_int(d_raw)
             and n_raw >= 1 and d_raw >= 1 and dtype in ("float32", "float16")):

@@ -31,6 +31,8 @@ def retrieve_and_rerank(candidates: ArrayLike, q: Any, ce: CrossEncoder, budget:
         raise TypeError(f"candidates must be integer item ids, got dtype {cand.dtype}")
     if cand.ndim != 1:
         raise ValueError(f"candidates must be a 1-D array of item ids, got shape {cand.shape}")
+    if cand.size == 0:
+        raise ValueError("candidates must hold at least one item id (got none: nothing to re-rank)")
     cand = cand.astype(np.int64, copy=False)
     if cand.size and cand.min() < 0:
         raise ValueError(f"candidates contains a negative id ({int(cand.min())})")
