@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "bindings/args.hpp"
+#include "core/parallel.hpp"
 #include "core/sgd.hpp"
 
 namespace py = pybind11;
@@ -25,6 +27,10 @@ void check_coo(const I64& rows, const I64& cols, const F32& vals) {
           "rows, cols and vals must have the same length");
 }
 
+int threads_arg(const py::object& num_threads) {
+  return static_cast<int>(int_arg(num_threads, "num_threads", 0, kMaxThreads, " (0: all cores)"));
+}
+
 void check_factor(const F32& X, const char* name, int64_t n) {
   require(X.ndim() == 2, std::string(name) + " must be 2-D");
   require(X.shape(0) == n, std::string(name) + " must have " + std::to_string(n) + " rows");
@@ -38,8 +44,9 @@ void register_sgd(py::module_& m) {
                         "Lock-free blocked SGD for sparse matrix factorisation (MF_TRNS, AXN Eq. 3); "
                         "bit-reproducible for a given seed and n_blocks, whatever the thread count.")
       .def(py::init([](const I64& rows, const I64& cols, const F32& vals, int64_t n_rows, int64_t n_cols,
-                       int64_t n_blocks, uint64_t seed) {
+                       int64_t n_blocks, const py::object& seed_obj) {
              check_coo(rows, cols, vals);
+             const uint64_t seed = uint64_arg(seed_obj, "seed");
              const int64_t* r = rows.data();
              const int64_t* c = cols.data();
              const float* v = vals.data();
@@ -51,7 +58,9 @@ void register_sgd(py::module_& m) {
            py::arg("n_rows"), py::arg("n_cols"), py::arg("n_blocks"), py::arg("seed"))
       .def(
           "epoch",
-          [](const SparseSgd& self, F32& U, F32& V, float lr, float reg, int num_threads, int64_t epoch_index) {
+          [](const SparseSgd& self, F32& U, F32& V, float lr, float reg, const py::object& threads_obj,
+             int64_t epoch_index) {
+            const int num_threads = threads_arg(threads_obj);
             check_factor(U, "U", self.n_rows());
             check_factor(V, "V", self.n_cols());
             require(U.shape(1) == V.shape(1), "U and V must have the same number of columns");
@@ -73,7 +82,8 @@ void register_sgd(py::module_& m) {
 
   m.def(
       "sparse_rmse",
-      [](const I64& rows, const I64& cols, const F32& vals, const F32& U, const F32& V, int num_threads) {
+      [](const I64& rows, const I64& cols, const F32& vals, const F32& U, const F32& V, const py::object& threads_obj) {
+        const int num_threads = threads_arg(threads_obj);
         check_coo(rows, cols, vals);
         require(U.ndim() == 2 && V.ndim() == 2 && U.shape(1) == V.shape(1),
                 "U (n_rows, d) and V (n_cols, d) must be 2-D with the same d");

@@ -19,7 +19,21 @@ struct Cand {
   int64_t id;
 };
 
-inline bool better(const Cand& a, const Cand& b) { return a.s > b.s || (a.s == b.s && a.id < b.id); }
+// The ranking, whatever the scores: larger first (+inf before every finite
+// score, -inf after them), then NaN (an inner product that overflowed into
+// inf - inf has no meaningful value, so it ranks after every real number);
+// ties, NaN included, by smaller id. A strict weak ordering for any floats.
+inline bool better(const Cand& a, const Cand& b) {
+  const bool an = std::isnan(a.s), bn = std::isnan(b.s);
+  if (an != bn) return bn;
+  if (!an && a.s != b.s) return a.s > b.s;
+  return a.id < b.id;
+}
+
+// Whether a score may still rank among the best: s >= floor, or NaN. NaN is
+// let through whatever the floor (the next cut drops it if k better ones are
+// there): one comparison per score, no dearer than s >= floor.
+inline bool may_rank(float s, float floor) { return !(s < floor); }
 
 // Keeps the best k candidates seen so far, plus (when slack > 0) every
 // candidate within `slack` of the running k-th best. Candidates are appended
@@ -28,7 +42,9 @@ class Collector {
  public:
   Collector(int64_t k, float slack) : k_(k), slack_(slack), cap_(std::max<int64_t>(2 * k, k + 256)) {}
 
-  float floor() const { return floor_; }
+  // False when s surely ranks below the k best (exact) or below them by more
+  // than the slack (approximate).
+  bool admits(float s) const { return may_rank(s, floor_); }
 
   void push(float s, int64_t id) {
     buf_.push_back({s, id});
@@ -43,12 +59,14 @@ class Collector {
     const float kth = buf_[k_ - 1].s;
     if (slack_ > 0) {
       const float fl = kth - slack_;
-      auto end = std::partition(buf_.begin() + k_, buf_.end(), [fl](const Cand& c) { return c.s >= fl; });
-      buf_.erase(end, buf_.end());
-      floor_ = fl;
+      if (std::isfinite(fl)) {  // else nothing can be ruled out yet
+        auto end = std::partition(buf_.begin() + k_, buf_.end(), [fl](const Cand& c) { return may_rank(c.s, fl); });
+        buf_.erase(end, buf_.end());
+        floor_ = fl;
+      }
     } else {
       buf_.resize(k_);
-      floor_ = kth;
+      if (!std::isnan(kth)) floor_ = kth;
     }
     // Many near-ties survive a cut: grow the buffer so cuts stay rare.
     if (static_cast<int64_t>(buf_.size()) * 2 > cap_) cap_ *= 2;
@@ -114,7 +132,7 @@ std::vector<std::vector<Cand>> scan(int64_t n, int64_t d, int64_t nq, int64_t k,
         Collector& c = mine[q];
         for (int64_t r = 0; r < rows; ++r) {
           const float s = buf[r * nq + q];
-          if (s >= c.floor() && !ex.excluded(q, r0 + r)) c.push(s, r0 + r);
+          if (c.admits(s) && !ex.excluded(q, r0 + r)) c.push(s, r0 + r);
         }
       }
     }
@@ -135,7 +153,8 @@ void write_best(std::vector<Cand>& c, int64_t k, float* scores, int64_t* ids) {
   const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
   if (m > 0) std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
   for (int64_t j = 0; j < m; ++j) {
-    scores[j] = c[j].s;
+    // One NaN bit pattern whichever kernel produced it.
+    scores[j] = std::isnan(c[j].s) ? std::numeric_limits<float>::quiet_NaN() : c[j].s;
     ids[j] = c[j].id;
   }
   for (int64_t j = m; j < k; ++j) {
@@ -161,7 +180,9 @@ void rescore(std::vector<std::vector<Cand>>& merged, int64_t keep, const std::ve
     if (static_cast<int64_t>(c.size()) > keep) {
       std::nth_element(c.begin(), c.begin() + (keep - 1), c.end(), better);
       const float fl = c[keep - 1].s - slack[q];
-      c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return x.s >= fl; }), c.end());
+      if (std::isfinite(fl))
+        c.erase(std::partition(c.begin() + keep, c.end(), [fl](const Cand& x) { return may_rank(x.s, fl); }),
+                c.end());
     }
     for (auto& x : c) x.s = dot_f32(V32 + x.id * d, U + q * d, d);
   }
@@ -171,6 +192,18 @@ double norm2(const float* u, int64_t d) {
   double s = 0;
   for (int64_t j = 0; j < d; ++j) s += static_cast<double>(u[j]) * u[j];
   return std::sqrt(s);
+}
+
+// True when no partial sum of <v, u> (v a row of norm <= max_row_norm, or its
+// float16 copy) can overflow float32 in any summation order: by Cauchy-Schwarz
+// each is at most |u||v| up to rounding, far below 2^128. Only then do the
+// rounding bounds of the approximate scans (tiled, float16) hold; otherwise
+// the scan uses the exact kernel, whose scores every path shares.
+bool cannot_overflow(const float* U, int64_t nq, int64_t d, double max_row_norm) {
+  const double row = max_row_norm + std::sqrt(static_cast<double>(d)) * std::ldexp(1.0, -24);
+  for (int64_t q = 0; q < nq; ++q)
+    if (!(2 * norm2(U + q * d, d) * row < std::ldexp(1.0, 120))) return false;
+  return true;
 }
 
 }  // namespace
@@ -183,7 +216,8 @@ void topk_ip_f32(const float* V, int64_t n, int64_t d, const float* U, int64_t n
   std::vector<std::vector<Cand>> merged(nq);
   if (keep > 0 && nq > 0) {
     // Several queries with known row norms: the fast tiled kernel, then an exact re-score.
-    const bool tiled = nq > 1 && std::isfinite(max_row_norm) && max_row_norm >= 0;
+    const bool tiled = nq > 1 && std::isfinite(max_row_norm) && max_row_norm >= 0 &&
+                       cannot_overflow(U, nq, d, max_row_norm);
     std::vector<float> slack(nq, 0.0f), Up;
     if (tiled) {
       for (int64_t q = 0; q < nq; ++q)
@@ -219,11 +253,17 @@ void topk_ip_f16(const uint16_t* V16, const float* V32, double max_row_norm, int
                  const float* U, int64_t nq, int64_t k, const ExcludeLists& exclude, int num_threads,
                  float* scores, int64_t* ids) {
   check_common(n, d, nq, k);
-  AXN_CHECK(std::isfinite(max_row_norm) && max_row_norm >= 0, "max_row_norm must be finite and >= 0");
+  AXN_CHECK(max_row_norm >= 0, "max_row_norm must be >= 0 (max_i ||V32[i]||_2), got " << max_row_norm);
   const Exclusions ex(exclude, nq, n);
   const int64_t keep = std::min(k, n);
   std::vector<std::vector<Cand>> merged(nq);
-  if (keep > 0 && nq > 0) {
+  if (keep > 0 && nq > 0 && !cannot_overflow(U, nq, d, max_row_norm)) {
+    // Scores may overflow: the float16 bound means nothing, scan V32 exactly.
+    const std::vector<float> none(nq, 0.0f);
+    merged = scan(n, d, nq, keep, none, ex, num_threads, [&](int64_t r0, int64_t rows, float* buf, float*) {
+      dot_rows_f32(V32 + r0 * d, rows, d, U, nq, buf);
+    });
+  } else if (keep > 0 && nq > 0) {
     std::vector<float> slack(nq), Up;
     for (int64_t q = 0; q < nq; ++q)
       slack[q] = static_cast<float>(2 * fp16_score_error_bound(U + q * d, d, max_row_norm)) * 1.0001f;

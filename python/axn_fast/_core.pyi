@@ -82,10 +82,12 @@ def sparse_rmse(rows: numpy.typing.NDArray[numpy.int64], cols: numpy.typing.NDAr
     """
 def topk_ip(V: numpy.typing.NDArray[numpy.float32], U: numpy.typing.NDArray[numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, exclude_ids: numpy.typing.NDArray[numpy.int64], exclude_offsets: numpy.typing.NDArray[numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0, max_row_norm: typing.SupportsFloat | typing.SupportsIndex = -1.0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    Exact top-k by inner product. V (n, d) float32, U (nq, d) float32; exclusions in CSR form (offsets empty: none; one list: all queries; else one per query). Returns (scores (nq, k) float32, ids (nq, k) int64), best first, padded with -inf / -1. max_row_norm (max row 2-norm of V, or -1) enables the tiled batch kernel.
+    Exact top-k by inner product. V (n, d) float32, U (nq, d) float32; exclusions in CSR form (offsets empty: none; one list: all queries; else one per query). Returns (scores (nq, k) float32, ids (nq, k) int64), best first (ties: smaller id), padded with -inf / -1. Scores that overflow float32 rank by one rule in every path: +inf first, -inf after every finite score, NaN (inf - inf) last; none is dropped. k: 0 to max(n_items, 2**20); num_threads: 0 (all cores) to 1024. max_row_norm (max row 2-norm of V, or -1) enables the tiled batch kernel.
     """
 def topk_ip_f16(V16: numpy.typing.NDArray[numpy.uint16], V32: numpy.typing.NDArray[numpy.float32], max_row_norm: typing.SupportsFloat | typing.SupportsIndex, U: numpy.typing.NDArray[numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, exclude_ids: numpy.typing.NDArray[numpy.int64], exclude_offsets: numpy.typing.NDArray[numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    topk_ip over a float16 copy V16 (as uint16) of V32, re-scoring in float32: the same result as topk_ip on V32.
+    topk_ip over a float16 copy V16 (as uint16) of V32 (V32 rounded to float16, no overflow), re-scoring in float32: the same result as topk_ip on V32, non-finite scores included.
     """
+MAX_PADDED_K: int = 1048576
+MAX_THREADS: int = 1024
 __version__: str = '0.1.0'
