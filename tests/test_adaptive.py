@@ -253,3 +253,46 @@ def test_ce_raising_mid_search_loses_nothing():
     np.testing.assert_array_equal(partial.scored_scores, S[4, partial.scored_ids])
     assert partial.ids[0] == partial.scored_ids[np.argmax(partial.scored_scores)]
     assert partial.u is not None and partial.u.shape == (16,)
+
+
+class _NumpyIndex:
+    """A minimal VectorIndex written with numpy only: what a sharded or remote index must provide."""
+
+    def __init__(self, V):
+        self.V = V
+        self.fetched = 0
+
+    @property
+    def n_items(self):
+        return self.V.shape[0]
+
+    @property
+    def dim(self):
+        return self.V.shape[1]
+
+    def search(self, U, k, *, exclude=None):
+        s = self.V.astype(np.float64) @ np.asarray(U, dtype=np.float64)
+        if exclude is not None:
+            s[np.asarray(exclude, dtype=np.int64)] = -np.inf
+        ids = np.lexsort((np.arange(len(s)), -s))[:k]
+        return s[ids].astype(np.float32), ids.astype(np.int64)
+
+    def vectors_of(self, ids):
+        self.fetched += len(ids)
+        return np.ascontiguousarray(self.V[np.asarray(ids)])
+
+
+def test_adaptive_search_needs_only_the_index_protocol():
+    from axn_fast.search.adaptive import adaptive_search
+    from axn_fast.search.protocol import VectorIndex
+
+    Q, V, S = low_rank(n_items=600, d=8, noise=0.3, seed=8)
+    mine = _NumpyIndex(V)
+    assert isinstance(mine, VectorIndex)
+    ce = axn_fast.DenseScoreCE(S)
+    for q in range(3):
+        a = adaptive_search(mine, q, ce, 50, k=5, rounds=5, seed=q)
+        b = axn_fast.Index(V).adaptive_search(q, ce, 50, k=5, rounds=5, seed=q)
+        np.testing.assert_array_equal(a.scored_ids, b.scored_ids)
+        np.testing.assert_allclose(a.u, b.u, rtol=1e-5, atol=1e-5)
+    assert mine.fetched == 3 * 50  # each scored item's row is fetched once, not once per round
