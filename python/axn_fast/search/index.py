@@ -18,6 +18,8 @@ from axn_fast.search.normalization import NormalizationLike, as_normalization
 from axn_fast.search.protocol import Exclude
 from axn_fast.search.results import SearchResult
 
+__all__ = ["Index"]
+
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
