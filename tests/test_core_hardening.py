@@ -336,3 +336,13 @@ def test_k_out_of_range_names_the_argument():
         _core.topk_ip(V, u[None], 2.0, _NO_EXCLUDE, _NO_EXCLUDE, 1, -1.0)
     s, i = index.search(u, 2**20)  # padding up to the bound is still allowed
     assert (i[:50] == np.arange(50)).all() and (i[50:] == -1).all() and np.isneginf(s[50:]).all()
+
+
+def test_num_threads_is_refused_at_construction_with_the_core_bound():
+    from axn_fast._validation import MAX_THREADS
+
+    assert MAX_THREADS == _core.MAX_THREADS
+    V = np.ones((4, 2), np.float32)
+    with pytest.raises(ValueError, match="num_threads"):
+        axn_fast.Index(V, num_threads=MAX_THREADS + 1)
+    axn_fast.Index(V, num_threads=MAX_THREADS)  # the bound itself is allowed

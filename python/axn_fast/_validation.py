@@ -92,9 +92,14 @@ def check_float(value: object, name: str, *, minimum: Optional[float] = None, ma
     return value
 
 
+#: The most threads one call may ask for (``axn_fast._core.MAX_THREADS``; checked by a test).
+MAX_THREADS = 1024
+
+
 def resolve_num_threads(num_threads: int) -> int:
-    """``0`` means every core this process may run on; otherwise the given count."""
-    num_threads = check_int(num_threads, "num_threads", minimum=0)
+    """``0`` means every core this process may run on; otherwise the given count (at most
+    :data:`MAX_THREADS`, the C++ core's fixed bound, the same on every machine)."""
+    num_threads = check_int(num_threads, "num_threads", minimum=0, maximum=MAX_THREADS)
     if num_threads == 0:
         try:
             return max(1, len(os.sched_getaffinity(0)))
