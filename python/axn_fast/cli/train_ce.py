@@ -9,9 +9,14 @@ resume an interrupted run.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from axn_fast.cli._args import UsageError, float_range, int_range
 
@@ -20,7 +25,7 @@ HELP = "Fine-tune a cross-encoder (emb-dot / emb-cos / cls head) on your queries
 BUNDLED = "bundled-minilm"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data (either --data wordnet or the three files)")
     data.add_argument("--data", choices=("wordnet",), default=None,
                       help="WordNet 3.0 nouns (/usr/share/wordnet); the shipped subset's queries and the queries "
@@ -65,7 +70,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _lines(path: Path, what: str):
+def _lines(path: Path, what: str) -> List[str]:
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     except OSError as exc:
@@ -76,7 +81,7 @@ def _lines(path: Path, what: str):
     return lines
 
 
-def _ids(path: Path, what: str):
+def _ids(path: Path, what: str) -> "np.ndarray":
     import numpy as np
 
     out = []
@@ -88,7 +93,7 @@ def _ids(path: Path, what: str):
     return np.array(out, dtype=np.int64)
 
 
-def _load_data(args):
+def _load_data(args: argparse.Namespace) -> Tuple[List[str], List[str], Any, Optional[List[str]], Any]:
     if args.data == "wordnet":
         if any(x is not None for x in (args.items, args.queries, args.gold, args.dev_queries, args.dev_gold)):
             raise UsageError("--data wordnet takes no --items/--queries/--gold/--dev-* files")
@@ -119,7 +124,7 @@ def _load_data(args):
     return items, queries, gold, dq, dg
 
 
-def _item_embeddings(args, base, items):
+def _item_embeddings(args: argparse.Namespace, base: Any, items: List[str]) -> Tuple[Any, "np.ndarray"]:
     """The DE's item embeddings, cached in --de-cache keyed by the items and the DE."""
     import numpy as np
 
@@ -141,7 +146,7 @@ def _item_embeddings(args, base, items):
     return de, emb
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from axn_fast.encoders.models import minilm_path
     from axn_fast.encoders.training import train_cross_encoder
 

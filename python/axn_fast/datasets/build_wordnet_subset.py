@@ -19,23 +19,25 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 
+from axn_fast._progress import progress
 from axn_fast.datasets.subset import DATA_DIR, WordNetSubset, save_subset
-from axn_fast.datasets.wordnet import DEFAULT_WORDNET_DIR, wordnet
+from axn_fast.datasets.wordnet import DEFAULT_WORDNET_DIR, WordNetTask, wordnet
 
 
-def select_subset(task, *, n_items: int, n_queries: int, split_sizes, seed: int,
+def select_subset(task: WordNetTask, *, n_items: int, n_queries: int, split_sizes: Sequence[int], seed: int,
                   max_query_words: int = 24) -> WordNetSubset:
     """Choose queries and items from a :class:`WordNetTask` (no scores yet)."""
     rng = np.random.default_rng(seed)
-    by_lemma = {}
+    by_lemma: Dict[str, List[int]] = {}
     for i, lemmas in enumerate(task.item_lemmas):
         for lem in lemmas:
             by_lemma.setdefault(lem.lower(), []).append(i)
 
-    def confusers(i):
+    def confusers(i: int) -> Set[int]:
         out = set()
         for lem in task.item_lemmas[i]:
             out.update(by_lemma[lem.lower()])
@@ -58,8 +60,8 @@ def select_subset(task, *, n_items: int, n_queries: int, split_sizes, seed: int,
     taken = set(chosen)
     rest = np.array([i for i in range(len(task.items)) if i not in taken])
     chosen += rng.choice(rest, size=n_items - len(chosen), replace=False).tolist()
-    chosen = np.array(chosen)[rng.permutation(n_items)]
-    pos = {int(s): j for j, s in enumerate(chosen)}
+    chosen_ids = np.array(chosen)[rng.permutation(n_items)]
+    pos = {int(s): j for j, s in enumerate(chosen_ids)}
     perm = rng.permutation(n_queries)
     n_tr, n_dev, n_te = split_sizes
     if n_tr + n_dev + n_te != n_queries:
@@ -67,22 +69,21 @@ def select_subset(task, *, n_items: int, n_queries: int, split_sizes, seed: int,
     splits = {"train": np.sort(perm[:n_tr]), "dev": np.sort(perm[n_tr:n_tr + n_dev]),
               "test": np.sort(perm[n_tr + n_dev:])}
     return WordNetSubset(
-        items=[task.items[i] for i in chosen],
+        items=[task.items[i] for i in chosen_ids.tolist()],
         queries=[task.queries[r] for r in rows],
         gold=np.array([pos[int(task.gold[r])] for r in rows], dtype=np.int64),
         splits={k: v.astype(np.int64) for k, v in splits.items()},
         scores=None,
         ce_config={},
-        item_offsets=task.item_offsets[chosen].astype(np.int64),
+        item_offsets=task.item_offsets[chosen_ids].astype(np.int64),
         meta={"source": "WordNet 3.0 data.noun (Debian wordnet-base)", "seed": seed,
               "n_confusers": int(min(len(conf), room // 2))},
     ).validate()
 
 
-def compute_scores(ds: WordNetSubset, ce, checkpoint: Path, *, every: int = 4, show_progress_bar=None):
+def compute_scores(ds: WordNetSubset, ce: Any, checkpoint: Path, *, every: int = 4,
+                   show_progress_bar: Optional[bool] = None) -> WordNetSubset:
     """Fill ``ds.scores`` row by row with ``ce``, checkpointing to ``checkpoint``."""
-    from tqdm.auto import tqdm
-
     nq, ni = ds.n_queries, ds.n_items
     key = json.dumps({"queries": ds.queries, "items": ds.items, "ce": ce.config}, sort_keys=True)
     scores = np.zeros((nq, ni), dtype=np.float32)
@@ -92,8 +93,7 @@ def compute_scores(ds: WordNetSubset, ce, checkpoint: Path, *, every: int = 4, s
             if str(z["key"]) == key:
                 scores, done = z["scores"].copy(), z["done"].copy()
     all_ids = np.arange(ni)
-    bar = tqdm(total=nq, initial=int(done.sum()), desc="CE score matrix", unit="query",
-               disable=show_progress_bar is False)
+    bar = progress(total=nq, initial=int(done.sum()), desc="CE score matrix", unit="query", show=show_progress_bar)
     for r in np.flatnonzero(~done):
         scores[r] = ce(ds.queries[r], all_ids)
         done[r] = True
@@ -107,7 +107,7 @@ def compute_scores(ds: WordNetSubset, ce, checkpoint: Path, *, every: int = 4, s
     return ds
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m axn_fast.datasets.build_wordnet_subset",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--wordnet-dir", default=str(DEFAULT_WORDNET_DIR))

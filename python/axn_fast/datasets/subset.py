@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -43,9 +43,9 @@ class WordNetSubset:
     gold: np.ndarray
     splits: Dict[str, np.ndarray]
     scores: Optional[np.ndarray]
-    ce_config: dict
+    ce_config: Dict[str, Any]
     item_offsets: np.ndarray
-    meta: dict = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -72,7 +72,7 @@ class WordNetSubset:
         return self
 
 
-def save_subset(ds: WordNetSubset, out_dir: Union[str, os.PathLike]) -> None:
+def save_subset(ds: WordNetSubset, out_dir: Union[str, "os.PathLike[str]"]) -> None:
     """Write the two files of ``ds`` into ``out_dir`` (scores stored as float16)."""
     ds.validate()
     if ds.scores is None:
@@ -95,7 +95,7 @@ def save_subset(ds: WordNetSubset, out_dir: Union[str, os.PathLike]) -> None:
     np.savez_compressed(out_dir / SCORES_FILE, scores=ds.scores.astype(np.float16))
 
 
-def load_wordnet_subset(path: Union[str, os.PathLike, None] = None) -> WordNetSubset:
+def load_wordnet_subset(path: Union[str, "os.PathLike[str]", None] = None) -> WordNetSubset:
     """Load the shipped WordNet subset (or one written by the build command into ``path``).
 
     path: a directory holding ``wordnet_subset.json.gz`` and
@@ -110,8 +110,8 @@ def load_wordnet_subset(path: Union[str, os.PathLike, None] = None) -> WordNetSu
                 f"{str(f)!r} not found; rebuild the subset with "
                 "`python -m axn_fast.datasets.build_wordnet_subset --out-dir DIR`"
             )
-    with gzip.open(texts, "rb") as f:
-        doc = json.loads(f.read().decode("utf-8"))
+    with gzip.open(texts, "rb") as gz:
+        doc = json.loads(gz.read().decode("utf-8"))
     if doc.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{str(texts)!r} has format_version {doc.get('format_version')!r}, "
                          f"expected {FORMAT_VERSION}")

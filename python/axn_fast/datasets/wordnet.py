@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -37,9 +37,9 @@ class Synset:
     """
 
     offset: int
-    lemmas: tuple
+    lemmas: Tuple[str, ...]
     definition: str
-    examples: tuple
+    examples: Tuple[str, ...]
 
     @property
     def text(self) -> str:
@@ -47,7 +47,7 @@ class Synset:
         return f"{', '.join(self.lemmas)}: {self.definition}"
 
 
-def _split_gloss(gloss: str):
+def _split_gloss(gloss: str) -> Tuple[str, Tuple[str, ...]]:
     examples = tuple(e.strip() for e in _QUOTED.findall(gloss) if e.strip())
     first_quote = gloss.find('"')
     definition = gloss if first_quote < 0 else gloss[:first_quote]
@@ -86,7 +86,7 @@ def parse_data_line(line: str) -> Optional[Synset]:
     return Synset(offset, tuple(lemmas), definition, examples)
 
 
-def read_synsets(path: Union[str, os.PathLike]) -> List[Synset]:
+def read_synsets(path: Union[str, "os.PathLike[str]"]) -> List[Synset]:
     """All synsets of one WordNet ``data.*`` file, in file order."""
     path = Path(path)
     if not path.is_file():
@@ -115,12 +115,12 @@ class WordNetTask:
 
     items: List[str]
     item_offsets: np.ndarray
-    item_lemmas: List[tuple]
+    item_lemmas: List[Tuple[str, ...]]
     queries: List[str]
     gold: np.ndarray
 
 
-def wordnet(wordnet_dir: Union[str, os.PathLike, None] = None) -> WordNetTask:
+def wordnet(wordnet_dir: Union[str, "os.PathLike[str]", None] = None) -> WordNetTask:
     """Build the WordNet noun linking task from ``wordnet_dir/data.noun``.
 
     wordnet_dir: the directory of the WordNet database (default
@@ -129,7 +129,7 @@ def wordnet(wordnet_dir: Union[str, os.PathLike, None] = None) -> WordNetTask:
     """
     wordnet_dir = DEFAULT_WORDNET_DIR if wordnet_dir is None else Path(wordnet_dir)
     synsets = read_synsets(Path(wordnet_dir) / "data.noun")
-    owners: Dict[str, set] = {}
+    owners: Dict[str, Set[int]] = {}
     for i, syn in enumerate(synsets):
         for ex in syn.examples:
             owners.setdefault(ex, set()).add(i)
@@ -171,7 +171,8 @@ class CETrainingSplit:
     excluded: Dict[str, int]
 
 
-def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(), exclude_offsets=(),
+def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries: Iterable[str] = (),
+                      exclude_offsets: Iterable[int] = (),
                       n_eval: int = 500, n_dev: int = 200, n_train: Optional[int] = None,
                       n_items: Optional[int] = None, seed: int = 0) -> CETrainingSplit:
     """Split the WordNet noun task into train / dev / eval queries for CE training.
@@ -214,7 +215,7 @@ def ce_training_split(task: Optional[WordNetTask] = None, *, exclude_queries=(),
             raise ValueError(f"n_train={n_train} but only {len(train)} training queries are left")
         train = train[:n_train]
 
-    def texts(rows):
+    def texts(rows: List[int]) -> Tuple[List[str], np.ndarray]:
         return [task.queries[r] for r in rows], task.gold[np.array(rows, dtype=np.int64)].astype(np.int64)
 
     tq, tg = texts(train)

@@ -6,13 +6,13 @@ safetensors weights are read (pickle-based ``.bin`` checkpoints are refused).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+from typing import Any, Dict, Tuple, Union
 
 _SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 
 
-def import_torch_transformers(what: str):
+def import_torch_transformers(what: str) -> Tuple[Any, Any]:
     """Import torch and transformers, or raise ImportError naming the extra to install."""
     try:
         import torch
@@ -24,7 +24,7 @@ def import_torch_transformers(what: str):
     return torch, transformers
 
 
-def check_model_dir(model_path) -> Path:
+def check_model_dir(model_path: Union[str, "os.PathLike[str]"]) -> Path:
     """Return ``model_path`` as a Path to a directory holding a config and safetensors weights."""
     if not isinstance(model_path, (str, os.PathLike)):
         raise TypeError(f"model_path must be a path to a local model directory, got {type(model_path).__name__}")
@@ -42,7 +42,7 @@ def check_model_dir(model_path) -> Path:
     return path
 
 
-def resolve_device(device, torch):
+def resolve_device(device: Any, torch: Any) -> Any:
     """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -55,7 +55,7 @@ def resolve_device(device, torch):
     return dev
 
 
-def resolve_dtype(dtype, device, torch):
+def resolve_dtype(dtype: Any, device: Any, torch: Any) -> Any:
     """``None`` -> bf16 (or fp16) on GPU, fp32 on CPU; accepts names or torch dtypes."""
     if dtype is None:
         if device.type == "cuda":
@@ -72,18 +72,18 @@ def resolve_dtype(dtype, device, torch):
     raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
 
 
-def dtype_kwarg(transformers, dtype) -> dict:
+def dtype_kwarg(transformers: Any, dtype: Any) -> Dict[str, Any]:
     """``from_pretrained``'s precision argument: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def is_local(source) -> bool:
+def is_local(source: Union[str, Path]) -> bool:
     """A local checkpoint directory (as opposed to a hub id)."""
     return isinstance(source, Path)
 
 
-def resolve_source(model):
+def resolve_source(model: Union[str, "os.PathLike[str]"]) -> Union[str, Path]:
     """A local directory (as a checked Path) or a hub id (as a str).
 
     A str or path naming an existing directory, or holding a path separator,
@@ -102,14 +102,14 @@ def _looks_like_hub_id(name: str) -> bool:
             and all(c.isalnum() or c in "-_." for p in parts for c in p))
 
 
-def load_tokenizer(path, transformers):
+def load_tokenizer(path: Union[str, Path], transformers: Any) -> Any:
     tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=is_local(path))
     if tok.pad_token_id is None:
         raise ValueError(f"the tokenizer in {str(path)!r} has no padding token")
     return tok
 
 
-def check_loaded(model, tokenizer) -> None:
+def check_loaded(model: Any, tokenizer: Any) -> None:
     """An already-loaded (model, tokenizer) pair: a torch transformers model and a callable tokenizer."""
     torch, _ = import_torch_transformers("a loaded model")
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
@@ -125,12 +125,12 @@ def check_loaded(model, tokenizer) -> None:
     check_vocab(tokenizer, model, "the loaded model")
 
 
-def uses_token_types(model) -> bool:
+def uses_token_types(model: Any) -> bool:
     """Whether to pass token_type_ids: the forward takes them and the model has a segment table for them."""
     return accepts_token_type_ids(model) and int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
 
 
-def check_vocab(tokenizer, model, path) -> None:
+def check_vocab(tokenizer: Any, model: Any, path: Any) -> None:
     """A tokenizer that emits ids the model's embedding table lacks is a mismatch."""
     n_tok = len(tokenizer)
     n_emb = model.get_input_embeddings().num_embeddings
@@ -141,14 +141,7 @@ def check_vocab(tokenizer, model, path) -> None:
         )
 
 
-def show_bar(show_progress_bar) -> bool:
-    """``None`` means: on when stderr is a terminal."""
-    if show_progress_bar is None:
-        return bool(getattr(sys.stderr, "isatty", lambda: False)())
-    return bool(show_progress_bar)
-
-
-def accepts_token_type_ids(model) -> bool:
+def accepts_token_type_ids(model: Any) -> bool:
     import inspect
 
     try:

@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -48,11 +48,11 @@ class PairScoreCache:
     only the most recently used queries (``None``: unbounded). Thread-safe.
     """
 
-    def __init__(self, max_queries: Optional[int] = None):
+    def __init__(self, max_queries: Optional[int] = None) -> None:
         if max_queries is not None:
             max_queries = check_int(max_queries, "max_queries", minimum=1)
         self.max_queries = max_queries
-        self._rows: "OrderedDict[tuple, Dict[int, float]]" = OrderedDict()
+        self._rows: "OrderedDict[Tuple[Any, str], Dict[int, float]]" = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -64,7 +64,7 @@ class PairScoreCache:
         with self._lock:
             self._rows.clear()
 
-    def lookup(self, namespace, query: str, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def lookup(self, namespace: Any, query: str, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Return ``(scores, found)``: (n,) float32 (NaN where absent) and (n,) bool."""
         scores = np.full(ids.shape[0], np.nan, dtype=np.float32)
         found = np.zeros(ids.shape[0], dtype=bool)
@@ -79,7 +79,7 @@ class PairScoreCache:
                         found[j] = True
         return scores, found
 
-    def store(self, namespace, query: str, ids: np.ndarray, scores: np.ndarray) -> None:
+    def store(self, namespace: Any, query: str, ids: np.ndarray, scores: np.ndarray) -> None:
         key = (namespace, query)
         pairs = list(zip(ids.tolist(), np.asarray(scores, dtype=np.float32).tolist()))
         with self._lock:
@@ -94,7 +94,7 @@ class PairScoreCache:
                     self._rows.popitem(last=False)
 
 
-def _check_text(text, name: str) -> str:
+def _check_text(text: Any, name: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be a str, got {type(text).__name__}")
     if not text.strip():
@@ -102,7 +102,7 @@ def _check_text(text, name: str) -> str:
     return text
 
 
-def _check_items(items) -> List[str]:
+def _check_items(items: Any) -> List[str]:
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise TypeError(f"items must be a sequence of item texts (list of str), got {type(items).__name__}")
     if len(items) == 0:
@@ -117,7 +117,7 @@ class CachedCrossEncoder:
     ``(batch_ids, batch_scores)`` pairs, one per model batch, in any order.
     """
 
-    def __init__(self, items, *, cache: Optional[PairScoreCache] = None):
+    def __init__(self, items: Sequence[str], *, cache: Optional[PairScoreCache] = None) -> None:
         self.items = _check_items(items)
         if cache is not None and not isinstance(cache, PairScoreCache):
             raise TypeError(f"cache must be a PairScoreCache or None, got {type(cache).__name__}")
@@ -136,7 +136,7 @@ class CachedCrossEncoder:
         return len(self.items)
 
     @property
-    def _namespace(self):  # pragma: no cover - subclasses override
+    def _namespace(self) -> Any:  # pragma: no cover - subclasses override
         raise NotImplementedError
 
     def _score_batches(self, query: str, ids: np.ndarray) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
@@ -147,7 +147,7 @@ class CachedCrossEncoder:
             self.n_calls = 0
             self.n_cached = 0
 
-    def __call__(self, query, ids) -> np.ndarray:
+    def __call__(self, query: str, ids: Any) -> np.ndarray:
         """Exact scores of ``query`` against items ``ids``: (len(ids),) float32.
 
         query: the query text (str); ids: 1-D int item ids in [0, n_items).
@@ -167,10 +167,10 @@ class CachedCrossEncoder:
                     self.n_calls += int(batch_ids.shape[0])
                 fresh_ids.append(batch_ids)
                 fresh_scores.append(batch_scores)
-            fresh_ids, fresh_scores = np.concatenate(fresh_ids), np.concatenate(fresh_scores)
-            order = np.argsort(fresh_ids)
-            pos = np.searchsorted(fresh_ids[order], ids[~found])
-            scores[~found] = fresh_scores[order][pos]
+            all_ids, all_scores = np.concatenate(fresh_ids), np.concatenate(fresh_scores)
+            order = np.argsort(all_ids)
+            pos = np.searchsorted(all_ids[order], ids[~found])
+            scores[~found] = all_scores[order][pos]
         with self._count_lock:
             self.n_cached += int(ids.shape[0] - todo.size)
         return scores
@@ -228,7 +228,7 @@ class CachedCrossEncoder:
         return out
 
 
-def _special_pair_tokens(tokenizer) -> int:
+def _special_pair_tokens(tokenizer: Any) -> int:
     n = int(tokenizer.num_special_tokens_to_add(pair=True))
     return n
 
@@ -247,7 +247,7 @@ def kept_lengths(lq: np.ndarray, li: np.ndarray, room: int) -> Tuple[np.ndarray,
     return lq_keep, li_keep
 
 
-def encode_pairs(tokenizer, queries: Sequence[str], items: Sequence[str], max_length: int,
+def encode_pairs(tokenizer: Any, queries: Sequence[str], items: Sequence[str], max_length: int,
                  item_lengths: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Tokenise (query, item) pairs with the tokenizer's own pair template.
 
@@ -300,7 +300,7 @@ def encode_pairs(tokenizer, queries: Sequence[str], items: Sequence[str], max_le
     return out
 
 
-def pair_scores(model, head: str, batch: Dict[str, "object"]):
+def pair_scores(model: Any, head: str, batch: Dict[str, Any]) -> Any:
     """The one forward pass from a tokenised pair batch to scores, for inference and training alike.
 
     model: a transformers encoder (``AutoModel``) for the ``emb-*`` heads, a
@@ -323,7 +323,7 @@ def pair_scores(model, head: str, batch: Dict[str, "object"]):
     return s
 
 
-def model_inputs(model, batch: Dict[str, np.ndarray], device, torch) -> dict:
+def model_inputs(model: Any, batch: Dict[str, np.ndarray], device: Any, torch: Any) -> Dict[str, Any]:
     """numpy pair batch -> torch tensors on ``device``, dropping token types the model cannot take."""
     out = {}
     for k, v in batch.items():
@@ -333,7 +333,8 @@ def model_inputs(model, batch: Dict[str, np.ndarray], device, torch) -> dict:
     return out
 
 
-def load_pair_model(model, head: str, transformers, dtype, *, warn: bool = True):
+def load_pair_model(model: Any, head: str, transformers: Any, dtype: Any, *,
+                    warn: bool = True) -> Tuple[Any, Any, str]:
     """The transformers model (+ tokenizer) a head needs, from a path, a hub id or (model, tokenizer).
 
     Returns ``(model, tokenizer, source)``, ``source`` a string naming where it came from.
@@ -396,9 +397,10 @@ class HFCrossEncoder(CachedCrossEncoder):
     :func:`axn_fast.encoders.training.train_cross_encoder`.
     """
 
-    def __init__(self, model, items, *, head: str = "emb-dot", device="auto", dtype=None,
-                 batch_size: int = 64, max_length: int = 128, show_progress_bar=None,
-                 cache: Optional[PairScoreCache] = None, _name: Optional[str] = None):
+    def __init__(self, model: Any, items: Sequence[str], *, head: str = "emb-dot", device: Any = "auto",
+                 dtype: Any = None,
+                 batch_size: int = 64, max_length: int = 128, show_progress_bar: Optional[bool] = None,
+                 cache: Optional[PairScoreCache] = None, _name: Optional[str] = None) -> None:
         super().__init__(items, cache=cache)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -429,8 +431,9 @@ class HFCrossEncoder(CachedCrossEncoder):
         self._item_len = np.array([len(t) for t in enc], dtype=np.int64)
 
     @classmethod
-    def from_trained(cls, path, items, *, base=None, device="auto", dtype=None, batch_size: int = 64,
-                     max_length: Optional[int] = None, show_progress_bar=None,
+    def from_trained(cls, path: Union[str, Path], items: Sequence[str], *, base: Any = None, device: Any = "auto",
+                     dtype: Any = None, batch_size: int = 64,
+                     max_length: Optional[int] = None, show_progress_bar: Optional[bool] = None,
                      cache: Optional[PairScoreCache] = None) -> "HFCrossEncoder":
         """A CE trained by :func:`~axn_fast.encoders.training.train_cross_encoder` (saved as a delta).
 
@@ -456,7 +459,7 @@ class HFCrossEncoder(CachedCrossEncoder):
                    _name=f"{manifest['base'].get('name', 'model')}+{manifest.get('name', Path(path).name)}")
 
     @property
-    def config(self) -> dict:
+    def config(self) -> Dict[str, Any]:
         """What determines the scores (recorded next to stored score matrices)."""
         if self.model_path is not None and self._source == str(self.model_path):
             p = self.model_path
@@ -468,7 +471,7 @@ class HFCrossEncoder(CachedCrossEncoder):
                 "truncation": "item first; query keeps at most half when the item needs it"}
 
     @property
-    def _namespace(self):
+    def _namespace(self) -> Any:
         return ("hf", self._source, self._model_id, self.head, self.max_length, str(self.dtype), self._items_digest)
 
     def _batch_tensors(self, query: str, ids: np.ndarray) -> Dict[str, np.ndarray]:
@@ -497,7 +500,7 @@ class HFCrossEncoder(CachedCrossEncoder):
                 yield pos, self._forward(batch)
                 bar.update(pos.shape[0])
 
-    def _score_batches(self, query, ids):
+    def _score_batches(self, query: str, ids: np.ndarray) -> Iterator[Tuple[np.ndarray, Any]]:
         order = np.argsort(-self._item_len[ids], kind="stable")  # longest first: similar lengths share a batch
         ids = ids[order]
         starts = range(0, ids.shape[0], self.batch_size)
@@ -524,7 +527,7 @@ class SentenceTransformersCE(CachedCrossEncoder):
     different, worse problem).
     """
 
-    def __init__(self, cross_encoder, items, *, batch_size: int = 32,
+    def __init__(self, cross_encoder: Any, items: Sequence[str], *, batch_size: int = 32,
                  cache: Optional[PairScoreCache] = None):
         try:
             from sentence_transformers import CrossEncoder
@@ -551,7 +554,7 @@ class SentenceTransformersCE(CachedCrossEncoder):
                               "argument, so raw logits cannot be asked for; use sentence-transformers >= 2.2")
 
     @property
-    def _namespace(self):
+    def _namespace(self) -> Any:
         return ("sentence-transformers", id(self.cross_encoder), self._items_digest)
 
     def _score_pairs(self, queries: List[str], pair_query: np.ndarray, pair_ids: np.ndarray
@@ -562,7 +565,7 @@ class SentenceTransformersCE(CachedCrossEncoder):
             yield pos, self.cross_encoder.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
                                                   convert_to_numpy=True, **self._raw)
 
-    def _score_batches(self, query, ids):
+    def _score_batches(self, query: str, ids: np.ndarray) -> Iterator[Tuple[np.ndarray, Any]]:
         for s in range(0, ids.shape[0], self.batch_size):
             b = ids[s:s + self.batch_size]
             pairs = [(query, self.items[i]) for i in b.tolist()]

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 DELTA_FILE = "delta.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -20,7 +20,7 @@ FORMAT = "axn_fast.ce-delta"
 FORMAT_VERSION = 1
 
 
-def weights_sha256(model) -> str:
+def weights_sha256(model: Any) -> str:
     """SHA-256 of the encoder's own weights (``model.base_model``: every parameter, by name, as float32).
 
     A sequence-classification model and the plain encoder of the same
@@ -37,7 +37,8 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
-def write_delta(out_dir, model, names, manifest: dict, *, dtype=None) -> Path:
+def write_delta(out_dir: Union[str, "os.PathLike[str]"], model: Any, names: Sequence[str], manifest: Dict[str, Any],
+                *, dtype: Optional[Any] = None) -> Path:
     """Write ``model``'s parameters ``names`` and ``manifest`` into ``out_dir`` (atomically per file).
 
     dtype: None keeps the parameters' dtype, or a torch dtype (e.g. float16 for shipping).
@@ -63,7 +64,7 @@ def write_delta(out_dir, model, names, manifest: dict, *, dtype=None) -> Path:
     return out
 
 
-def read_delta(path) -> Tuple[dict, Dict[str, "object"]]:
+def read_delta(path: Union[str, "os.PathLike[str]"]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``(manifest, tensors)`` of a delta directory; ValueError naming what is wrong."""
     from safetensors.torch import load_file
 
@@ -82,7 +83,7 @@ def read_delta(path) -> Tuple[dict, Dict[str, "object"]]:
     return manifest, tensors
 
 
-def apply_delta(model, manifest: dict, tensors) -> None:
+def apply_delta(model: Any, manifest: Dict[str, Any], tensors: Dict[str, Any]) -> None:
     """Check that ``model`` is the manifest's base (SHA-256 of its weights), then load the trained tensors.
 
     Raises ValueError when the base differs or a tensor has no place in the model.

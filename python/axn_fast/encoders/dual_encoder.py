@@ -7,11 +7,13 @@ sentence-transformers' ``Pooling(mean)`` applies for all-MiniLM-L6-v2.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+import os
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from axn_fast.encoders import _hf
+from axn_fast._progress import progress
 from axn_fast._validation import check_int
 
 
@@ -24,7 +26,8 @@ class HFDualEncoder:
     sentence-transformers ``max_seq_length`` when present, else 512).
     """
 
-    def __init__(self, model_path, *, device="auto", dtype=None, max_length=None, show_progress_bar=None):
+    def __init__(self, model_path: Union[str, "os.PathLike[str]"], *, device: Any = "auto", dtype: Any = None,
+                 max_length: Optional[int] = None, show_progress_bar: Optional[bool] = None) -> None:
         path = _hf.check_model_dir(model_path)
         torch, transformers = _hf.import_torch_transformers("HFDualEncoder")
         self._torch = torch
@@ -52,7 +55,7 @@ class HFDualEncoder:
         return int(self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool = True,
-               show_progress_bar=None) -> np.ndarray:
+               show_progress_bar: Optional[bool] = None) -> np.ndarray:
         """Embed ``texts``: (n,) str -> (n, dim) float32, L2-normalised when ``normalize``.
 
         Texts are sorted by length so each batch pads little; the output keeps
@@ -72,12 +75,9 @@ class HFDualEncoder:
             return out
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         order = np.argsort([-len(e) for e in enc], kind="stable")
-        show = _hf.show_bar(self.show_progress_bar if show_progress_bar is None else show_progress_bar)
-        bar = None
-        if show and len(texts) > batch_size:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(texts), desc="DE encode", unit="text", leave=False)
+        show = self.show_progress_bar if show_progress_bar is None else show_progress_bar
+        bar = progress(total=len(texts), desc="DE encode", unit="text",
+                       show=show if len(texts) > batch_size else False)
         pad = self.tokenizer.pad_token_id
         for s in range(0, len(texts), batch_size):
             rows = order[s:s + batch_size]
@@ -87,7 +87,7 @@ class HFDualEncoder:
             for b, r in enumerate(rows):
                 ids[b, :len(enc[r])] = enc[r]
                 mask[b, :len(enc[r])] = 1
-            kwargs = {"input_ids": torch.from_numpy(ids).to(self.device),
+            kwargs: Dict[str, Any] = {"input_ids": torch.from_numpy(ids).to(self.device),
                       "attention_mask": torch.from_numpy(mask).to(self.device)}
             if self._token_types:
                 kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
@@ -98,8 +98,6 @@ class HFDualEncoder:
                 if normalize:
                     e = torch.nn.functional.normalize(e, p=2, dim=1)
             out[rows] = e.cpu().numpy()
-            if bar is not None:
-                bar.update(len(rows))
-        if bar is not None:
-            bar.close()
+            bar.update(len(rows))
+        bar.close()
         return out

@@ -41,7 +41,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class TrainResult:
     """
 
     path: Path
-    dev_curve: List[dict] = field(default_factory=list)
+    dev_curve: List[Dict[str, Any]] = field(default_factory=list)
     best_step: Optional[int] = None
     best_dev_accuracy: Optional[float] = None
     steps: int = 0
@@ -117,7 +117,7 @@ def random_negatives(n_items: int, gold: np.ndarray, n_negatives: int, seed: int
     return out
 
 
-def _check_gold(gold, n_queries: int, n_items: int, name: str) -> np.ndarray:
+def _check_gold(gold: Any, n_queries: int, n_items: int, name: str) -> np.ndarray:
     g = np.asarray(gold)
     if g.ndim != 1 or g.shape[0] != n_queries:
         raise ValueError(f"{name} must hold one item id per query ({n_queries}), got shape {g.shape}")
@@ -130,7 +130,7 @@ def _check_gold(gold, n_queries: int, n_items: int, name: str) -> np.ndarray:
     return g
 
 
-def _check_texts(texts, name: str) -> List[str]:
+def _check_texts(texts: Any, name: str) -> List[str]:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a sequence of str, got {type(texts).__name__}")
     for i, t in enumerate(texts):
@@ -141,7 +141,7 @@ def _check_texts(texts, name: str) -> List[str]:
     return list(texts)
 
 
-def _check_negatives(neg, gold: np.ndarray, n_items: int, n_negatives: int, name: str) -> np.ndarray:
+def _check_negatives(neg: Any, gold: np.ndarray, n_items: int, n_negatives: int, name: str) -> np.ndarray:
     neg = np.asarray(neg)
     if neg.ndim != 2 or neg.shape[0] != gold.shape[0] or neg.shape[1] < n_negatives:
         raise ValueError(f"{name} must have shape ({gold.shape[0]}, >= {n_negatives}), got {neg.shape}")
@@ -153,7 +153,7 @@ def _check_negatives(neg, gold: np.ndarray, n_items: int, n_negatives: int, name
     return neg
 
 
-def _digest(*parts) -> str:
+def _digest(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:
         if isinstance(p, np.ndarray):
@@ -165,11 +165,11 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
-def trainable_names(model, head: str, trainable_layers: int) -> List[str]:
+def trainable_names(model: Any, head: str, trainable_layers: int) -> List[str]:
     """Names of the parameters training updates: the top ``trainable_layers`` layers (+ the cls head)."""
     base = model.base_model
     prefix = "" if base is model else model.base_model_prefix + "."
-    layers = {}
+    layers: Dict[int, List[str]] = {}
     for n, _ in model.named_parameters():
         rel = n[len(prefix):] if n.startswith(prefix) else None
         m = _LAYER.match(rel) if rel is not None else None
@@ -189,9 +189,10 @@ def trainable_names(model, head: str, trainable_layers: int) -> List[str]:
     return names
 
 
-def evaluate_candidates(model, tokenizer, head: str, queries: Sequence[str], items: Sequence[str],
-                        candidates: np.ndarray, *, max_length: int, device, item_lengths=None,
-                        batch_pairs: int = 128, show_progress_bar=None) -> np.ndarray:
+def evaluate_candidates(model: Any, tokenizer: Any, head: str, queries: Sequence[str], items: Sequence[str],
+                        candidates: np.ndarray, *, max_length: int, device: Any,
+                        item_lengths: Optional[np.ndarray] = None, batch_pairs: int = 128,
+                        show_progress_bar: Optional[bool] = None) -> np.ndarray:
     """Scores of each query against its candidate items: (n_queries, n_candidates) float32.
 
     candidates: (n_queries, n_candidates) item ids. Uses the training/inference forward pass.
@@ -225,15 +226,17 @@ def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
     return lr * max(0.0, (total - step) / max(1, total - warmup))
 
 
-def train_cross_encoder(base, items: Sequence[str], queries: Sequence[str], gold, out_dir, *,
+def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str], gold: Any,
+                        out_dir: Union[str, "os.PathLike[str]"], *,
                         head: str = "emb-dot", negatives: Union[str, np.ndarray] = "de", n_negatives: int = 15,
-                        dual_encoder=None, item_embeddings: Optional[np.ndarray] = None, dev_queries: Optional[Sequence[str]] = None, dev_gold=None,
+                        dual_encoder: Any = None, item_embeddings: Optional[np.ndarray] = None,
+                        dev_queries: Any = None, dev_gold: Any = None,
                         dev_negatives: Union[str, np.ndarray, None] = None, epochs: int = 1, lr: float = 5e-5,
                         warmup: float = 0.1, batch_size: int = 2, max_length: int = 64, trainable_layers: int = 2,
-                        seed: int = 0, device="auto", dtype=None, eval_every: int = 100,
+                        seed: int = 0, device: Any = "auto", dtype: Any = None, eval_every: int = 100,
                         checkpoint_every: int = 25, save_dtype: Optional[str] = None, weight_decay: float = 0.01,
                         name: Optional[str] = None, base_name: Optional[str] = None,
-                        show_progress_bar=None, on_step: Optional[Callable[[int, float], None]] = None
+                        show_progress_bar: Optional[bool] = None, on_step: Optional[Callable[[int, float], None]] = None
                         ) -> TrainResult:
     """Fine-tune ``base`` as a CE on (query, gold item) pairs and save the best delta under ``out_dir/best``.
 
@@ -375,7 +378,7 @@ def train_cross_encoder(base, items: Sequence[str], queries: Sequence[str], gold
 
     # --- resume --------------------------------------------------------------------------------------
     ckpt = out / "checkpoint"
-    state = {"step": 0, "dev_curve": [], "best_step": None, "best_dev_accuracy": None, "run_key": run_key,
+    state: Dict[str, Any] = {"step": 0, "dev_curve": [], "best_step": None, "best_dev_accuracy": None, "run_key": run_key,
              "seconds": 0.0}
     if (ckpt / "state.json").is_file():
         saved = json.loads((ckpt / "state.json").read_text())
@@ -385,7 +388,7 @@ def train_cross_encoder(base, items: Sequence[str], queries: Sequence[str], gold
         state = saved
         _load_checkpoint(ckpt, model, opt, names, opt_order, torch)
 
-    def manifest(step):
+    def manifest(step: Optional[int]) -> Dict[str, Any]:
         return {"name": name or out.name, "head": head, "max_length": max_length, "base": base_desc,
                 "training": dict(settings, step=step, dev_curve=state["dev_curve"],
                                  best_step=state["best_step"], best_dev_accuracy=state["best_dev_accuracy"],
@@ -393,7 +396,7 @@ def train_cross_encoder(base, items: Sequence[str], queries: Sequence[str], gold
                                  transformers=transformers.__version__, device=str(dev),
                                  machine=platform.machine())}
 
-    def dev_eval(step, loss):
+    def dev_eval(step: int, loss: Optional[float]) -> None:
         if not has_dev:
             return
         cand = np.concatenate([dev_gold[:, None], dev_neg], axis=1)
@@ -470,15 +473,17 @@ def train_cross_encoder(base, items: Sequence[str], queries: Sequence[str], gold
                        pairs_per_second=pairs / secs if secs > 0 else 0.0)
 
 
-def _negatives(base, items, queries, gold, dev_queries, dev_gold, negatives, dev_negatives, n_negatives,
-               dual_encoder, seed, item_embeddings=None):
+def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray, dev_queries: Any,
+               dev_gold: Any, negatives: Any, dev_negatives: Any, n_negatives: int,
+               dual_encoder: Any, seed: int, item_embeddings: Optional[np.ndarray] = None
+               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     has_dev = dev_queries is not None
     dev_spec = negatives if dev_negatives is None else dev_negatives
     if isinstance(dev_spec, np.ndarray) and not isinstance(negatives, np.ndarray) and dev_negatives is None:
         dev_spec = "random"
     need_de = (isinstance(negatives, str) and negatives == "de") or \
         (has_dev and isinstance(dev_spec, str) and dev_spec == "de")
-    item_emb = None
+    item_emb: Any = None
     if need_de:
         if dual_encoder is None:
             if isinstance(base, tuple):
@@ -493,7 +498,7 @@ def _negatives(base, items, queries, gold, dev_queries, dev_gold, negatives, dev
         else:
             item_emb = np.asarray(dual_encoder.encode(items), dtype=np.float32)
 
-    def make(spec, qs, g, what, s):
+    def make(spec: Any, qs: List[str], g: np.ndarray, what: str, s: int) -> np.ndarray:
         if isinstance(spec, str) and spec == "de":
             return mine_negatives(np.asarray(dual_encoder.encode(qs), dtype=np.float32), item_emb, g, n_negatives)
         if isinstance(spec, str):
@@ -505,7 +510,8 @@ def _negatives(base, items, queries, gold, dev_queries, dev_gold, negatives, dev
     return train, dev
 
 
-def _save_checkpoint(ckpt: Path, model, opt, names, opt_order, state: dict, torch) -> None:
+def _save_checkpoint(ckpt: Path, model: Any, opt: Any, names: List[str], opt_order: List[str],
+                     state: Dict[str, Any], torch: Any) -> None:
     """Trained params + AdamW moments as safetensors, step/curve as JSON; the old one is replaced atomically."""
     from safetensors.torch import save_file
 
@@ -532,7 +538,7 @@ def _save_checkpoint(ckpt: Path, model, opt, names, opt_order, state: dict, torc
         old.rmdir()
 
 
-def _load_checkpoint(ckpt: Path, model, opt, names, opt_order, torch) -> None:
+def _load_checkpoint(ckpt: Path, model: Any, opt: Any, names: List[str], opt_order: List[str], torch: Any) -> None:
     from safetensors.torch import load_file
 
     saved = load_file(str(ckpt / "params.safetensors"))
