@@ -110,3 +110,22 @@ def test_numpy_loss_is_zero_kl_when_the_de_matches():
     assert out["kl"] == pytest.approx(0.0, abs=1e-9)
     out2 = distillation_loss_numpy(Q, V[::-1], G, teacher_temperature=0.05, student_temperature=0.05)
     assert out2["kl"] > 0.1
+
+
+def test_feature_tower_reduces_kl():
+    from axn_fast.encoders.distill import distill_feature_tower
+
+    rng = np.random.default_rng(0)
+    Qt, It = rng.standard_normal((40, 8)), rng.standard_normal((60, 8))
+    S = Qt @ It.T
+    Qf = (Qt + 1.5 * rng.standard_normal(Qt.shape)).astype(np.float32)
+    If = (It + 1.5 * rng.standard_normal(It.shape)).astype(np.float32)
+    rows = np.repeat(np.arange(40), 15)
+    cols = np.concatenate([np.sort(rng.choice(60, 15, replace=False)) for _ in range(40)])
+    G = ScoreMatrix(rows, cols, S[rows, cols].astype(np.float32), (40, 60))
+    t = float(np.std(G.vals))
+    before = distillation_loss_numpy(Qf, If, G, teacher_temperature=t)["kl"]
+    tower = distill_feature_tower(Qf, If, G, epochs=30, lr=3e-3, accumulate=4, show_progress_bar=False)
+    after = distillation_loss_numpy(tower.encode(Qf), tower.encode(If), G, teacher_temperature=t)["kl"]
+    assert after < 0.7 * before, (before, after)
+    assert tower.losses[-1] < tower.losses[0]

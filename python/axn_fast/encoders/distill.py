@@ -54,6 +54,7 @@ from axn_fast.encoders.training import (_check_texts, _digest, _load_checkpoint,
                                         trainable_names)
 
 __all__ = ["distill_dual_encoder", "DistillResult", "load_distilled_dual_encoder", "distillation_loss_numpy",
+           "distill_feature_tower", "FeatureTower",
            "KIND"]
 
 #: ``manifest["kind"]`` of a distilled-DE delta (a CE delta has none).
@@ -387,3 +388,114 @@ def manifest_of(path: PathLike) -> Dict[str, Any]:
     """The manifest of a distilled-DE delta directory (JSON)."""
     doc: Dict[str, Any] = json.loads((Path(path) / MANIFEST_FILE).read_text())
     return doc
+
+
+@dataclass
+class FeatureTower:
+    """A distilled DE over fixed input features (no texts): ``e(x) = x + W2 gelu(W1 x)``, shared by
+    queries and items (the architecture of MF_IND's towers, trained with the distillation loss).
+
+    weights: name -> float32 array (``w1`` (hidden, d), ``b1`` (hidden,), ``w2`` (d, hidden), ``b2`` (d,));
+    losses: mean loss per epoch; seconds: training wall time.
+    """
+
+    weights: Dict[str, np.ndarray]
+    losses: List[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def encode(self, X: ArrayLike) -> np.ndarray:
+        """(n, d) features -> (n, d) float32 L2-normalised embeddings (inner products = cosines)."""
+        X = np.asarray(X, dtype=np.float32)
+        w = self.weights
+        if X.ndim != 2 or X.shape[1] != w["w1"].shape[1]:
+            raise ValueError(f"X must be (n, {w['w1'].shape[1]}), got {X.shape}")
+        torch, _ = _hf.import_torch_transformers("FeatureTower.encode")
+        t = {n: torch.from_numpy(a) for n, a in w.items()}
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(X))
+            e = x + torch.nn.functional.gelu(x @ t["w1"].T + t["b1"]) @ t["w2"].T + t["b2"]
+            out: np.ndarray = torch.nn.functional.normalize(e, p=2, dim=1).numpy().astype(np.float32)
+        return out
+
+
+def distill_feature_tower(query_feats: ArrayLike, item_feats: ArrayLike, G: Any, *, epochs: int = 20,
+                          lr: float = 1e-3, accumulate: int = 8, hidden: Optional[int] = None,
+                          teacher_temperature: Optional[float] = None, student_temperature: float = 0.05,
+                          weight_decay: float = 0.01, seed: int = 0, num_threads: Optional[int] = None,
+                          show_progress_bar: Optional[bool] = None) -> FeatureTower:
+    """DE_DSTL where the DE's inputs are fixed feature vectors instead of texts (e.g. the synthetic task).
+
+    query_feats: (n_queries, d), one per row of G; item_feats: (n_items, d); G: the
+    (n_queries, n_items) ScoreMatrix of CE scores. The loss, temperatures and
+    accumulation are those of :func:`distill_dual_encoder`; the tower (hidden width
+    default 2d, initialised near the identity) is trained with AdamW. Returns a
+    :class:`FeatureTower` (call ``.encode`` on query and item features).
+    """
+    torch, _ = _hf.import_torch_transformers("distill_feature_tower")
+    Qf = np.ascontiguousarray(query_feats, dtype=np.float32)
+    If = np.ascontiguousarray(item_feats, dtype=np.float32)
+    if Qf.ndim != 2 or If.ndim != 2 or Qf.shape[1] != If.shape[1]:
+        raise ValueError(f"query_feats and item_feats must be (n, d) with the same d, got {Qf.shape} and {If.shape}")
+    rows = _rows_of(G, Qf.shape[0], If.shape[0])
+    train_rows = [q for q, (ids, _) in enumerate(rows) if ids.size >= 2]
+    if not train_rows:
+        raise ValueError("G has no query with two or more scored items: nothing to distil")
+    epochs = check_int(epochs, "epochs", minimum=1)
+    accumulate = check_int(accumulate, "accumulate", minimum=1)
+    lr = check_float(lr, "lr", minimum=0.0)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    d = Qf.shape[1]
+    hidden = check_int(2 * d if hidden is None else hidden, "hidden", minimum=1)
+    if teacher_temperature is None:
+        teacher_temperature = float(np.std(np.concatenate([v for _, v in rows]))) or 1.0
+    t_teacher = check_float(teacher_temperature, "teacher_temperature", minimum=1e-12)
+    t_student = check_float(student_temperature, "student_temperature", minimum=1e-12)
+    seed = check_int(seed, "seed", minimum=0)
+    t0 = time.time()
+    old_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_int(num_threads, "num_threads", minimum=1))
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        w1 = torch.nn.Parameter(torch.randn(hidden, d, generator=gen) / np.sqrt(d))
+        b1 = torch.nn.Parameter(torch.zeros(hidden))
+        w2 = torch.nn.Parameter(torch.zeros(d, hidden))  # identity map at start: the DE as given
+        b2 = torch.nn.Parameter(torch.zeros(d))
+        opt = torch.optim.AdamW([w1, b1, w2, b2], lr=lr, weight_decay=weight_decay)
+        Qt, It = torch.from_numpy(Qf), torch.from_numpy(If)
+
+        def tower(x: Any) -> Any:
+            e = x + torch.nn.functional.gelu(x @ w1.T + b1) @ w2.T + b2
+            return torch.nn.functional.normalize(e, p=2, dim=1)
+
+        targets = [torch.softmax(torch.from_numpy(v.astype(np.float32)) / t_teacher, 0) for _, v in rows]
+        losses: List[float] = []
+        steps = math.ceil(len(train_rows) / accumulate)
+        with progress(total=epochs * steps, desc="distil DE (features)", unit="step", show=show_progress_bar) as bar:
+            for epoch in range(epochs):
+                order = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
+                ep: List[float] = []
+                for i in range(steps):
+                    batch = [train_rows[j] for j in order[i * accumulate:(i + 1) * accumulate].tolist()]
+                    ids_all = np.unique(np.concatenate([rows[q][0] for q in batch]))
+                    E_items = tower(It[torch.from_numpy(ids_all)])
+                    E_q = tower(Qt[torch.from_numpy(np.asarray(batch, dtype=np.int64))])
+                    loss = Qt.new_zeros(())
+                    for b, q in enumerate(batch):
+                        pos = torch.from_numpy(np.searchsorted(ids_all, rows[q][0]))
+                        logits = E_items[pos] @ E_q[b] / t_student
+                        loss = loss - (targets[q] * torch.log_softmax(logits, 0)).sum()
+                    loss = loss / len(batch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    ep.append(float(loss.detach()))
+                    bar.update(1)
+                losses.append(float(np.mean(ep)))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    finally:
+        torch.set_num_threads(old_threads)
+    weights = {n: p.detach().numpy().astype(np.float32).copy() for n, p in
+               (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2))}
+    return FeatureTower(weights, losses, time.time() - t0)
