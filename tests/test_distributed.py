@@ -4,6 +4,7 @@ One Ray cluster (2 CPUs, no dashboard) serves the whole module and is shut
 down at its end; everything is small so the module stays well under 2 minutes.
 """
 import os
+import re
 import signal
 import sys
 
@@ -185,3 +186,118 @@ def test_bad_arguments_fail_before_any_work():
         build_score_matrix_ray(Factory("x"), [0], 3, strategy="all", num_gpus_per_worker=-1)
     with pytest.raises(ValueError, match="de_query_emb"):
         build_score_matrix_ray(Factory("x"), [0], 3, k_d=2)
+
+
+# ---------------------------------------------------------------------------- ShardedIndex
+N_ITEMS, DIM = 61, 4
+
+
+@pytest.fixture(scope="module")
+def tied_vectors():
+    # few distinct rows, repeated all over: many exact score ties, also across the shard boundaries
+    rng = np.random.default_rng(3)
+    distinct = rng.integers(-3, 4, size=(6, DIM)).astype(np.float32)
+    return distinct[rng.integers(0, 6, size=N_ITEMS)]
+
+
+@pytest.fixture(scope="module")
+def sharded(tied_vectors):
+    from axn_fast.distributed import ShardedIndex
+    index = ShardedIndex.from_arrays(tied_vectors, 3, num_threads=1, actor_options={"num_cpus": 0})
+    yield index
+    index.shutdown()
+
+
+def _same_search(a, b):
+    assert a[0].dtype == b[0].dtype == np.float32 and a[1].dtype == b[1].dtype == np.int64
+    assert a[0].shape == b[0].shape
+    assert np.array_equal(a[1], b[1])
+    assert np.array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 25, N_ITEMS, N_ITEMS + 5])
+def test_sharded_search_equals_one_index_with_ties_across_shards(sharded, tied_vectors, k):
+    from axn_fast import Index
+    index = Index(tied_vectors, num_threads=1)
+    rng = np.random.default_rng(k)
+    U = rng.integers(-2, 3, size=(5, DIM)).astype(np.float32)
+    assert sharded.bounds == (0, 20, 41, 61)
+    _, ids_all = index.search(U, N_ITEMS)
+    scores_all = index.search(U, N_ITEMS)[0]
+    assert (np.diff(scores_all, axis=1) == 0).sum() > 50  # the data has ties, the test can fail
+    _same_search(sharded.search(U, k), index.search(U, k))
+    _same_search(sharded.search(U[2], k), index.search(U[2], k))
+    common = np.array([0, 19, 20, 21, 40, 41, 60, 20])
+    _same_search(sharded.search(U, k, exclude=common), index.search(U, k, exclude=common))
+    per_query = [rng.choice(N_ITEMS, size=s, replace=False) for s in (0, 3, 30, 60, 61)]
+    _same_search(sharded.search(U, k, exclude=per_query), index.search(U, k, exclude=per_query))
+
+
+def test_sharded_search_ranks_non_finite_scores_like_index(sharded, tied_vectors):
+    from axn_fast import Index
+    index = Index(tied_vectors, num_threads=1)
+    big = np.full((3, DIM), 3e38, dtype=np.float32)
+    big[1] *= -1
+    big[2, :2] *= -1  # inf - inf: NaN scores
+    _same_search(sharded.search(big, 30), index.search(big, 30))
+
+
+def test_sharded_vectors_of_and_protocol(sharded, tied_vectors):
+    from axn_fast.search.protocol import VectorIndex
+    assert isinstance(sharded, VectorIndex)
+    assert (sharded.n_items, sharded.dim, len(sharded)) == (N_ITEMS, DIM, N_ITEMS)
+    ids = np.array([60, 0, 20, 19, 41, 41, 5])
+    rows = sharded.vectors_of(ids)
+    assert rows.dtype == np.float32 and rows.flags.c_contiguous
+    assert np.array_equal(rows, tied_vectors[ids])
+    assert sharded.vectors_of([]).shape == (0, DIM)
+
+
+def test_sharded_bad_input_fails_like_index(sharded, tied_vectors):
+    from axn_fast import Index
+    index = Index(tied_vectors)
+    U = np.zeros((2, DIM), np.float32)
+    for U_, k_, kw in ((np.zeros(DIM + 1), 3, {}), (U, -1, {}), (U, 3, {"exclude": [[1], [2], [3]]}),
+                       (U, 3, {"exclude": [N_ITEMS]})):
+        with pytest.raises((ValueError, TypeError)) as want:
+            index.search(U_, k_, **kw)
+        with pytest.raises(type(want.value), match=re.escape(str(want.value))):
+            sharded.search(U_, k_, **kw)
+    with pytest.raises(ValueError, match="outside"):
+        sharded.vectors_of([N_ITEMS])
+
+
+def test_adaptive_search_runs_unchanged_on_a_sharded_index(sharded, tied_vectors):
+    from axn_fast import Index
+    from axn_fast.search.adaptive import adaptive_search
+    from axn_fast.search.batch import adaptive_search_batch
+    rng = np.random.default_rng(0)
+    V = tied_vectors + rng.normal(scale=0.01, size=tied_vectors.shape).astype(np.float32)
+    index = Index(V, num_threads=1)
+    from axn_fast.distributed import ShardedIndex
+    with ShardedIndex.from_arrays(V, 4, num_threads=1, actor_options={"num_cpus": 0}) as sh:
+        def ce(q, ids):
+            return (V[ids] @ rng_q[q] + 0.1 * np.cos(ids)).astype(np.float32)
+        rng_q = rng.normal(size=(3, DIM)).astype(np.float32)
+        for q in range(3):
+            a = adaptive_search(index, q, ce, 24, k=5, rounds=4, seed=q)
+            b = adaptive_search(sh, q, ce, 24, k=5, rounds=4, seed=q)
+            assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+            assert np.array_equal(a.u, b.u)
+        batch_a = adaptive_search_batch(index, [0, 1, 2], ce, 24, k=5, rounds=4, u0=rng_q)
+        batch_b = adaptive_search_batch(sh, [0, 1, 2], ce, 24, k=5, rounds=4, u0=rng_q)
+        for a, b in zip(batch_a, batch_b):
+            assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+
+
+def test_sharded_index_saved_and_memory_mapped(sharded, tied_vectors, tmp_path):
+    from axn_fast import Index
+    from axn_fast.distributed import ShardedIndex
+    sharded.save(tmp_path / "sh")
+    assert sorted(p.name for p in (tmp_path / "sh").iterdir()) == [
+        "shard-00000", "shard-00001", "shard-00002", "sharded_index.json"]
+    with ShardedIndex.load(tmp_path / "sh", num_threads=1, actor_options={"num_cpus": 0}) as loaded:
+        assert loaded.bounds == sharded.bounds
+        U = np.random.default_rng(1).normal(size=(4, DIM)).astype(np.float32)
+        _same_search(loaded.search(U, 9, exclude=[3, 30]), Index(tied_vectors).search(U, 9, exclude=[3, 30]))
+        assert np.array_equal(loaded.vectors_of(np.arange(N_ITEMS)), tied_vectors)
