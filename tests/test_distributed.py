@@ -301,3 +301,82 @@ def test_sharded_index_saved_and_memory_mapped(sharded, tied_vectors, tmp_path):
         U = np.random.default_rng(1).normal(size=(4, DIM)).astype(np.float32)
         _same_search(loaded.search(U, 9, exclude=[3, 30]), Index(tied_vectors).search(U, 9, exclude=[3, 30]))
         assert np.array_equal(loaded.vectors_of(np.arange(N_ITEMS)), tied_vectors)
+
+
+# ---------------------------------------------------------------------------- Ray Serve
+class TextCE:
+    """A deterministic CE over query texts: items scored by V @ (an embedding drawn from the text's bytes)."""
+
+    def __init__(self, V):
+        self.V = np.asarray(V, dtype=np.float32)
+
+    def __call__(self, query, ids):
+        rng = np.random.default_rng(list(str(query).encode()))
+        u = rng.normal(size=self.V.shape[1]).astype(np.float32)
+        return (self.V[ids] @ u + 0.05 * np.sin(np.asarray(ids, dtype=np.float64))).astype(np.float32)
+
+
+class TextCEFactory:
+    def __init__(self, V):
+        self.V = V
+
+    def __call__(self):
+        return TextCE(self.V)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.filterwarnings(
+    # ray.serve's own pydantic models (a ray matter, not our use)
+    "ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning")
+def test_serve_deployment_batches_requests_and_answers_like_adaptive_search(tied_vectors):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ray import serve
+
+    from axn_fast.distributed import ShardedIndex
+    from axn_fast.distributed.deployment import axn_deployment
+    from axn_fast.search.adaptive import adaptive_search
+    V = tied_vectors + np.random.default_rng(5).normal(scale=0.01, size=tied_vectors.shape).astype(np.float32)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        with ShardedIndex.from_arrays(V, 2, num_threads=1, actor_options={"num_cpus": 0}) as sh:
+            app = axn_deployment(sh, TextCEFactory(V), k=5, budget=20, rounds=4, seed=1, max_batch_size=8,
+                                 batch_wait_timeout_s=0.5, ray_actor_options={"num_cpus": 0})
+            handle = serve.run(app, name="axn", route_prefix="/axn")
+            queries = [f"query {i}" for i in range(6)]
+            responses = [handle.search.remote(q) for q in queries]
+            answers = [r.result(timeout_s=60) for r in responses]
+            ce = TextCE(V)
+            for q, got in zip(queries, answers):
+                want = adaptive_search(sh, q, ce, 20, k=5, rounds=4, seed=1)
+                assert got["ids"] == want.ids.tolist() and got["n_ce_calls"] == 20
+                assert np.array_equal(np.float32(got["scores"]), want.scores)
+            assert max(a["batch_size"] for a in answers) > 1  # @serve.batch gathered concurrent requests
+
+            def post(body):
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/axn", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        return resp.status, json.loads(resp.read())
+                except urllib.error.HTTPError as exc:
+                    return exc.code, json.loads(exc.read())
+
+            status, body = post({"query": "query 3", "k": 3})
+            want = adaptive_search(sh, "query 3", ce, 20, k=3, rounds=4, seed=1)
+            assert status == 200 and body["ids"] == want.ids.tolist()
+            status, body = post({"query": "query 3", "budget": N_ITEMS + 1})
+            assert status == 422 and "budget" in body["error"]
+            status, body = post({"query": "query 3", "colour": "red"})
+            assert status == 422 and "colour" in body["error"]
+    finally:
+        serve.shutdown()
