@@ -298,7 +298,8 @@ def _run_pool(ce_factory: CEFactory, queries: Sequence[Any], cols: np.ndarray,
                         "hi": hi_arr[s:s + calls_per_task]}) for s in range(0, len(q_arr), calls_per_task)]
     ds = ray.data.from_arrow(blocks).map_batches(
         _ScoringActor, fn_constructor_args=(ce_factory, queries, [items_ref]), batch_size=1,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=num_workers), **remote_args)
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(blocks))),
+        **remote_args)
     with progress(total=total, initial=int(done.sum()), desc="CE scores (ray)", unit="pair", show=show) as bar:
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(out["lo"])):
