@@ -77,6 +77,9 @@ def test_demo_rejects_bad_sizes(capsys, tmp_path):
     assert rc == 2 and "every --budgets value must be in [--rounds=5, --n-items=" in err
     rc, err = run("--n-items", "20", "--budgets", "30")
     assert rc == 2 and "--n-items=20], got 30" in err
+    rc = main(["demo", "--output", str(tmp_path / "nowhere" / "x.png"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("axn-fast demo: error: --output ") and "does not exist" in err  # checked first
     # a missing data directory is a runtime error: exit 1, naming the file
     rc, err = run("--data", str(tmp_path / "nowhere"))
     assert rc == 1 and str(tmp_path / "nowhere") in err and "not found" in err

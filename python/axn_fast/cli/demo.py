@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from axn_fast.cli._args import UsageError, device, float_range, int_range
@@ -66,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from axn_fast.evaluation.tuning import exact_top, tune_lambda
     from axn_fast.search.index import Index
 
+    out_dir = Path(args.output).resolve().parent
+    if not out_dir.is_dir():
+        raise UsageError(f"--output {args.output!r}: directory {str(out_dir)!r} does not exist")
     t_start = time.perf_counter()
     ds = load_wordnet_subset(args.data)
     if ds.scores is None:
