@@ -129,3 +129,30 @@ def test_feature_tower_reduces_kl():
     after = distillation_loss_numpy(tower.encode(Qf), tower.encode(If), G, teacher_temperature=t)["kl"]
     assert after < 0.7 * before, (before, after)
     assert tower.losses[-1] < tower.losses[0]
+
+
+def test_distilled_de_in_the_method_factory_and_evaluate(base, tmp_path):
+    from axn_fast.evaluation.data import EvalData
+    from axn_fast.evaluation.evaluate import evaluate
+    from axn_fast.evaluation.index_cost import distilled_embeddings
+    from axn_fast.evaluation.methods import MethodConfig, build_methods
+
+    G = _task()
+    res = distill_dual_encoder(base, ITEMS, QUERIES, G, tmp_path / "d", epochs=2, lr=1e-3, device="cpu",
+                               show_progress_bar=False)
+    S = np.random.default_rng(0).standard_normal((len(QUERIES), len(ITEMS))).astype(np.float32)
+    data = EvalData("tiny", S, np.array([0, 1, 2]), np.array([3]), np.array([4, 5]), items=ITEMS, queries=QUERIES)
+    # not asked for and no distilled DE: the keys are left out silently
+    methods, skipped = build_methods(data, MethodConfig(keys=None, budgets=(3,)))
+    assert all("DE_DSTL" not in m.name for m in methods) and "rnr-de-dstl" not in skipped
+    with pytest.raises(ValueError, match="distilled DE"):
+        build_methods(data, MethodConfig(keys=("rnr-de-dstl",), budgets=(3,)))
+    cfg = MethodConfig(keys=("rnr-de-dstl", "axn-de-dstl"), budgets=(3, 6), rounds=2, distilled_de=str(res.path))
+    methods, _ = build_methods(data, cfg)
+    assert [m.name for m in methods] == ["RNR-DE_DSTL", "AXN over DE_DSTL"]
+    V, Qe = distilled_embeddings(data, res.path, device="cpu")
+    want = np.argsort(-(Qe[4] @ V.T), kind="stable")[:3]
+    assert set(methods[0].ranked[4][:3].tolist()) == set(want.tolist())
+    table = evaluate(methods, S, data.test, ks=(1,), budgets=(3, 6), dev_queries=data.dev, include_exact=False,
+                     show_progress_bar=False)
+    assert {r["method"] for r in table.rows} == {"RNR-DE_DSTL", "AXN over DE_DSTL"}

@@ -123,3 +123,23 @@ def test_measure_ce_seconds_per_pair_counts_pairs():
 
     s = IC.measure_ce_seconds_per_pair(ce, ["a", "b"], 100, n_pairs=120, per_query=50)
     assert s >= 0 and seen[1:] == [50, 50, 20]
+
+
+def test_cli_index_cost_synthetic(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from axn_fast.cli.main import main
+
+    out = tmp_path / "o"
+    argv = ["index-cost", "--synthetic", "--synthetic-shape", "60x300", "--rank", "8", "--n-train", "5",
+            "--k-d", "10", "--pairs", "1@50,10@100", "--budgets", "50,100", "--ce-seconds-per-pair", "0.001",
+            "--indexes", "mf-trns,anncur", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "AXN over MF_TRNS" in printed and "ANNCUR" in printed
+    for f in ("index_cost.csv", "index_cost.json", "index_cost.md", "index_cost.png", "measured.json"):
+        assert (out / f).is_file(), f
+    rows = json.loads((out / "index_cost.json").read_text())["rows"]
+    assert {r["ce_calls"] for r in rows if r["method"] == "ANNCUR"} == {5 * 300}
+    assert main(argv) == 0  # resumes: same rows
+    assert json.loads((out / "index_cost.json").read_text())["rows"] == rows
+    assert main(["index-cost", "--pairs", "100@10", "--out", str(out)]) == 2

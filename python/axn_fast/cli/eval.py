@@ -27,7 +27,7 @@ HELP = "Top-k-Recall@m of AXN, ANNCUR, ADACUR, TOUR and retrieve-and-rerank vers
 
 # the keys of axn_fast.evaluation.methods.METHODS (a test keeps them equal; not imported: --help stays light)
 METHOD_KEYS = ("rnr-de", "rnr-tfidf", "rnr-bm25", "anncur-ref", "anncur", "adacur", "tour-ce", "tour-mse", "axn",
-               "axn-dev")
+               "axn-dev", "rnr-de-dstl", "axn-de-dstl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--rounds", type=int_range(1), default=5, help="rounds of AXN, ADACUR and TOUR (default 5)")
     r.add_argument("--lams", type=csv_list(float_range(0.0, 1.0)), default=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                    help="λ values in [0, 1] tried on dev for 'axn-dev' (default 0,0.2,...,1)")
+    r.add_argument("--distilled-de", type=Path, default=None, help="delta dir of a distilled DE (distill_dual_encoder, "
+                   "axn-fast index-cost): adds rnr-de-dstl and axn-de-dstl (needs texts)")
     r.add_argument("--max-test", type=int_range(1), default=None, help="evaluate on the first N test queries only")
     r.add_argument("--max-dev", type=int_range(1), default=None, help="tune on the first N dev queries only")
     r.add_argument("--no-normalize", action="store_true",
@@ -137,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
             flags = "--item-emb/--query-emb" if missing.startswith("DE") else "--items/--queries"
             raise UsageError(f"--methods: {key!r} needs {missing}: give {flags}")
     config = MethodConfig(keys=None if args.methods is None else tuple(args.methods), budgets=tuple(args.budgets),
-                          rounds=args.rounds, lams=tuple(args.lams), seed=args.seed, normalize=not args.no_normalize)
+                          rounds=args.rounds, lams=tuple(args.lams), seed=args.seed, normalize=not args.no_normalize,
+                          distilled_de=None if args.distilled_de is None else str(args.distilled_de))
     methods, skipped = build_methods(data, config)
     if skipped:
         print(f"skipped (missing inputs): {', '.join(skipped)}", file=sys.stderr)

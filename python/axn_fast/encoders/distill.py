@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ __all__ = ["distill_dual_encoder", "DistillResult", "load_distilled_dual_encoder
 #: ``manifest["kind"]`` of a distilled-DE delta (a CE delta has none).
 KIND = "dual-encoder"
 DELTA_DIR = "delta"
-PathLike = Union[str, "Path"]
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 @dataclass

@@ -56,7 +56,7 @@ from axn_fast.search.normalization import ScoreNormalization
 
 __all__ = ["INDEXES", "IndexCostConfig", "IndexCost", "IndexCostTable", "run_index_cost",
            "measure_ce_seconds_per_pair", "measure_de_seconds_per_text", "score_matrix_from_dense",
-           "plot_index_cost", "speedups", "de_dstl_methods"]
+           "plot_index_cost", "speedups", "de_dstl_methods", "distilled_embeddings"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -194,8 +194,8 @@ def measure_ce_seconds_per_pair(ce: Callable[[Any, np.ndarray], Any], queries: S
     """Wall seconds per (query, item) pair of a live CE: ``n_pairs`` random pairs in calls of ``per_query``.
 
     ce: ``ce(query, ids) -> scores`` (e.g. :func:`~axn_fast.encoders.models.load_cross_encoder`;
-    give it no cache, or a fresh one, so every pair is really scored); queries: the query
-    texts to draw from. One untimed warm-up call is made first.
+    a ``ce.cache`` with ``clear()`` is cleared before every timed call, so every pair is
+    really scored); queries: the query texts to draw from. One untimed warm-up call first.
     """
     n_items = check_int(n_items, "n_items", minimum=1)
     n_pairs = check_int(n_pairs, "n_pairs", minimum=1)
@@ -208,6 +208,9 @@ def measure_ce_seconds_per_pair(ce: Callable[[Any, np.ndarray], Any], queries: S
     while done < n_pairs:
         q = queries[call % len(queries)]
         ids = np.sort(rng.choice(n_items, size=min(per_query, n_pairs - done), replace=False)).astype(np.int64)
+        cache = getattr(ce, "cache", None)
+        if cache is not None and hasattr(cache, "clear"):
+            cache.clear()  # every timed pair is really scored
         t0 = time.perf_counter()
         ce(q, ids)
         secs += time.perf_counter() - t0
@@ -245,6 +248,19 @@ def _ranked(item_emb: np.ndarray, query_emb: np.ndarray, rows: np.ndarray, n: in
     out = np.full((n, m_max), -1, dtype=np.int64)
     out[rows] = Index(item_emb).search(query_emb[rows], m_max)[1]
     return out
+
+
+def distilled_embeddings(data: EvalData, path: PathLike, *, device: str = "auto",
+                         show_progress_bar: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``(item_emb, query_emb)`` of ``data``'s texts encoded by the distilled DE in ``path``
+    (a ``delta/`` directory of :func:`~axn_fast.encoders.distill.distill_dual_encoder`):
+    (n_items, d) and (n_queries, d) float32, L2-normalised."""
+    from axn_fast.encoders.distill import load_distilled_dual_encoder
+
+    if data.items is None or data.queries is None:
+        raise ValueError("a distilled DE needs the texts (items and queries) of the data")
+    de = load_distilled_dual_encoder(path, device=device, show_progress_bar=show_progress_bar)
+    return de.encode(data.items), de.encode(data.queries)
 
 
 def de_dstl_methods(data: EvalData, item_emb: np.ndarray, query_emb: np.ndarray, *, max_budget: int,

@@ -14,16 +14,18 @@ import numpy as np
 
 from axn_fast._validation import check_float, check_int
 from axn_fast.evaluation.data import EvalData
+from axn_fast.evaluation.index_cost import de_dstl_methods, distilled_embeddings
 from axn_fast.indexing.normalization import estimate_normalization
 from axn_fast.methods import baselines as B
 from axn_fast.search.normalization import ScoreNormalization
 from axn_fast.search.index import Index
 
 METHODS = ("rnr-de", "rnr-tfidf", "rnr-bm25", "anncur-ref", "anncur", "adacur", "tour-ce", "tour-mse",
-           "axn", "axn-dev")
+           "axn", "axn-dev", "rnr-de-dstl", "axn-de-dstl")
 
 _NEEDS_DE = ("rnr-de", "tour-ce", "tour-mse", "axn", "axn-dev")
 _NEEDS_TEXT = ("rnr-tfidf", "rnr-bm25")
+_NEEDS_DSTL = ("rnr-de-dstl", "axn-de-dstl")  # a distilled DE (MethodConfig.distilled_de) and the texts
 
 #: Train queries whose scores estimate the CE -> DE normalisation (AXN paper, App. A.4).
 NORMALIZATION_QUERIES = 100
@@ -45,6 +47,7 @@ class MethodConfig:
     lams: Tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     seed: int = 0
     normalize: bool = True
+    distilled_de: Optional[str] = None  # delta dir of distill_dual_encoder: RNR-DE_DSTL, AXN over DE_DSTL
 
     def __post_init__(self) -> None:
         if self.keys is not None:
@@ -75,7 +78,7 @@ def missing_inputs(data: EvalData, key: str) -> Optional[str]:
         raise ValueError(f"unknown method {key!r}; choose from {','.join(METHODS)}")
     if key in _NEEDS_DE and (data.item_emb is None or data.query_emb is None):
         return "DE embeddings (item and query embeddings)"
-    if key in _NEEDS_TEXT and (data.items is None or data.queries is None):
+    if key in _NEEDS_TEXT + _NEEDS_DSTL and (data.items is None or data.queries is None):
         return "texts (items and queries)"
     return None
 
@@ -94,6 +97,8 @@ def build_methods(data: EvalData, config: MethodConfig) -> Tuple[List[B.Method],
     S_train = data.scores[data.train]
     explicit = config.keys is not None
     keys = list(METHODS) if config.keys is None else list(config.keys)
+    if config.distilled_de is None and not explicit:
+        keys = [k for k in keys if k not in _NEEDS_DSTL]
 
     def ranked_from(retrieve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         out = np.full((data.n_queries, m_max), -1, dtype=np.int64)
@@ -127,6 +132,7 @@ def build_methods(data: EvalData, config: MethodConfig) -> Tuple[List[B.Method],
 
     methods: List[B.Method] = []
     skipped: List[str] = []
+    dstl: Optional[List[B.Method]] = None
     for key in keys:
         missing = missing_inputs(data, key)
         if missing is not None:
@@ -153,6 +159,13 @@ def build_methods(data: EvalData, config: MethodConfig) -> Tuple[List[B.Method],
             methods.append(B.ANNCURMethod(S_train, variant=variant, seed=config.seed))
         elif key == "adacur":
             methods.append(B.ADACURMethod(S_train, init=first, rounds=config.rounds, seed=config.seed))
+        elif key in _NEEDS_DSTL:
+            if config.distilled_de is None:
+                raise ValueError(f"method {key!r} needs a distilled DE (MethodConfig.distilled_de)")
+            if dstl is None:  # both keys share one encoding of the texts
+                dstl = de_dstl_methods(data, *distilled_embeddings(data, config.distilled_de), max_budget=m_max,
+                                       rounds=config.rounds, seed=config.seed)
+            methods.append(dstl[0] if key == "rnr-de-dstl" else dstl[1])
     return methods, skipped
 
 
