@@ -13,13 +13,15 @@ The tools come with the ``dev`` extra (``pip install .[dev]``, included in ``.[a
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Dict, List, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set
 
 import pytest
 
@@ -29,20 +31,44 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO / "python" / "axn_fast"
 
 
-def _run(args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
+def _run(args: Sequence[str], timeout: float = 600,
+         pythonpath: Optional[Path] = None) -> "subprocess.CompletedProcess[str]":
     env = dict(os.environ, COLUMNS="120", NO_COLOR="1")
+    if pythonpath is not None:  # import axn_fast from there (before the installed or in-place one)
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
 # ---------------------------------------------------------------- import layers and cycles
 
-def test_import_contracts_hold() -> None:
+def _lint_imports(pythonpath: Optional[Path] = None) -> subprocess.CompletedProcess:
     pytest.importorskip("importlinter", reason="the dev extra installs import-linter")
-    proc = _run(["-c", "import sys; from importlinter.cli import lint_imports; "
-                       "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))"])
+    return _run(["-c", "import sys; from importlinter.cli import lint_imports; "
+                       "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True, no_logo=True))"],
+                pythonpath=pythonpath)
+
+
+def test_import_contracts_hold() -> None:
+    proc = _lint_imports()
     assert proc.returncode == 0, f"import contracts broken:\n{proc.stdout}\n{proc.stderr}"
 
+
+def _tampered_copy(tmp_path: Path, edits: Dict[str, str]) -> Path:
+    """A copy of the imported package under tmp_path with ``edits`` (relative path -> text) appended."""
+    src = Path(axn_fast.__file__).parent
+    shutil.copytree(src, tmp_path / "axn_fast", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    for rel, text in edits.items():
+        with open(tmp_path / "axn_fast" / rel, "a") as f:
+            f.write(text)
+    return tmp_path
+
+
+def test_contracts_catch_an_upward_function_level_import(tmp_path: Path) -> None:
+    """The contracts are not vacuous: a lazy import of cli from search breaks them."""
+    root = _tampered_copy(tmp_path, {"search/results.py": "\n\ndef _lazy() -> None:\n    import axn_fast.cli.main\n"})
+    proc = _lint_imports(pythonpath=root)
+    assert proc.returncode != 0 and "axn_fast.search is not allowed to import axn_fast.cli" in proc.stdout, proc.stdout
 
 def _strongly_connected_components(graph: Dict[str, Set[str]]) -> List[List[str]]:
     """Tarjan's algorithm, iterative (no recursion limit): every SCC of the directed graph."""
@@ -95,22 +121,47 @@ def test_strongly_connected_components_finds_cycles() -> None:
     assert comps == [["a", "b", "c"], ["d", "e"], ["f"], ["g"]]
 
 
-def test_no_import_cycles() -> None:
-    grimp = pytest.importorskip("grimp", reason="the dev extra installs import-linter (and grimp)")
-    graph = grimp.build_graph("axn_fast", cache_dir=None)  # every import, function-level ones too
-    edges = {m: set(graph.find_modules_directly_imported_by(m)) - {m} for m in graph.modules}
-    cycles = [c for c in _strongly_connected_components(edges) if len(c) > 1]
+_GRAPH_SCRIPT = """
+import json, grimp
+g = grimp.build_graph("axn_fast", cache_dir=None)  # every import: function-level, TYPE_CHECKING
+edges = {m: sorted(set(g.find_modules_directly_imported_by(m)) - {m}) for m in g.modules}
+lines = {f"{a} {b}": [f"l.{d['line_number']}: {d['line_contents']}" for d in g.get_import_details(importer=a, imported=b)]
+         for a in edges for b in edges[a]}
+print(json.dumps({"edges": edges, "lines": lines}))
+"""
+
+
+def _import_cycles(pythonpath: Optional[Path] = None) -> List[str]:
+    """One line per import that closes a cycle between two modules of the package, per cycle."""
+    pytest.importorskip("grimp", reason="the dev extra installs import-linter (and grimp)")
+    proc = _run(["-c", _GRAPH_SCRIPT], pythonpath=pythonpath)
+    assert proc.returncode == 0, proc.stderr
+    graph = json.loads(proc.stdout)
+    edges: Dict[str, Set[str]] = {m: set(imported) for m, imported in graph["edges"].items()}
     report = []
-    for cycle in cycles:
-        members = set(cycle)
+    for cycle in _strongly_connected_components(edges):
+        if len(cycle) < 2:
+            continue
         report.append("cycle between " + ", ".join(cycle) + ":")
         for importer in cycle:
-            for imported in sorted(edges[importer] & members):
-                for d in graph.get_import_details(importer=importer, imported=imported):
-                    report.append(f"  {importer} (l.{d['line_number']}: {d['line_contents']}) -> {imported}")
-    assert not cycles, ("import cycles (a module inside the package importing the top-level axn_fast "
+            for imported in sorted(edges[importer] & set(cycle)):
+                for line in graph["lines"][f"{importer} {imported}"]:
+                    report.append(f"  {importer} ({line}) -> {imported}")
+    return report
+
+
+def test_no_import_cycles() -> None:
+    report = _import_cycles()
+    assert not report, ("import cycles (a module inside the package importing the top-level axn_fast "
                         "closes one; take the extension's names with `from axn_fast._core import name`):\n"
                         + "\n".join(report))
+
+
+def test_cycle_check_sees_function_level_imports(tmp_path: Path) -> None:
+    root = _tampered_copy(tmp_path, {"errors.py": "\n\ndef _lazy() -> None:\n    import axn_fast._validation\n",
+                                     "_validation.py": "\n\ndef _lazy() -> None:\n    import axn_fast.errors\n"})
+    report = _import_cycles(pythonpath=root)
+    assert report and report[0] == "cycle between axn_fast._validation, axn_fast.errors:", report
 
 
 # ---------------------------------------------------------------- types
