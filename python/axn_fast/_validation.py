@@ -80,6 +80,7 @@ def check_int(value: object, name: str, *, minimum: Optional[int] = None, maximu
 
 
 def check_float(value: object, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
+    """Return ``value`` as a finite float, checking its type and range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
