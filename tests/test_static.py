@@ -121,6 +121,21 @@ def test_strongly_connected_components_finds_cycles() -> None:
     assert comps == [["a", "b", "c"], ["d", "e"], ["f"], ["g"]]
 
 
+_HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "bm25s", "faiss", "matplotlib", "scipy",
+          "safetensors", "ray", "fastapi")
+_NUMPY_ONLY = ("Index", "SearchResult", "retrieve_and_rerank", "topk_recall", "DenseScoreCE", "ScoreMatrix",
+               "build_score_matrix", "factorize", "ScoreNormalization", "estimate_normalization", "ANNCUR", "ADACUR",
+               "TOUR", "exact_search", "evaluate", "low_rank_scores", "IndexFileError")
+
+
+def test_core_needs_only_numpy_and_tqdm() -> None:
+    """`import axn_fast` and the numpy-only API load none of the optional extras' packages."""
+    proc = _run(["-c", f"import sys, axn_fast; [getattr(axn_fast, n) for n in {_NUMPY_ONLY!r}]; "
+                       f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules))"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"optional packages imported by the numpy-only API: {proc.stdout}"
+
+
 _GRAPH_SCRIPT = """
 import json, grimp
 g = grimp.build_graph("axn_fast", cache_dir=None)  # every import: function-level, TYPE_CHECKING
