@@ -2,8 +2,9 @@
 
 * G: pairs/s of build_score_matrix_ray with 1 and 2 CE actors next to the local
   builder, for two stand-in CEs: "cpu" (numpy work per pair on one thread, like a
-  CPU model) and "wait" (a fixed wait per call, like a GPU or remote model that
-  leaves the CPU free). Pairs: 200K x AXN_BENCH_SCALE (at least 1000).
+  CPU model, ~0.1 ms per pair) and "wait" (20 ms per call of 256 pairs, like a GPU
+  or remote model that leaves the CPU free). Pairs: 50K x AXN_BENCH_SCALE (at
+  least 1000), 1000 items per query, batch 256, 16 calls per Ray task.
 * Search: one query and 64 queries, top-100, over N = 1M x AXN_BENCH_SCALE items
   x 128 dims, one Index (1 thread) against ShardedIndex with 1 and 2 shards
   (1 thread each); "overhead" rows use 1000 items, where the scan is free, so
@@ -22,25 +23,25 @@ pytest.importorskip("ray.data")
 from axn_fast import Index, build_score_matrix  # noqa: E402
 from conftest import scaled  # noqa: E402
 
-PAIRS = scaled(200_000)
+PAIRS = scaled(50_000)
 N, D, K, NQ = scaled(1_000_000), 128, 100, 64
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
 
 class StandInCE:
-    """Deterministic scores; "cpu": ~20 us of numpy work per pair (one thread); "wait": 5 ms per call."""
+    """Deterministic scores; "cpu": 12 layers of 256x256 numpy work per pair (one thread); "wait": 20 ms per call."""
 
     def __init__(self, kind):
         self.kind = kind
         rng = np.random.default_rng(0)
-        self.W = rng.standard_normal((64, 64)).astype(np.float32)
+        self.W = rng.standard_normal((256, 256)).astype(np.float32)
 
     def __call__(self, q, ids):
         ids = np.asarray(ids)
         if self.kind == "wait":
-            time.sleep(0.005)
+            time.sleep(0.020)
             return np.sin(0.1 * ids + q).astype(np.float32)
-        x = np.sin(np.outer(ids + q, np.arange(64, dtype=np.float32)) * 1e-3).astype(np.float32)
+        x = np.sin(np.outer(ids + q, np.arange(256, dtype=np.float32)) * 1e-3).astype(np.float32)
         for _ in range(12):
             x = np.tanh(x @ self.W * 0.1)
         return x.sum(axis=1).astype(np.float32)
@@ -86,7 +87,7 @@ def test_g_throughput(benchmark, kind, workers):
 
     def pool():
         return build_score_matrix_ray(Factory(kind), queries, N_ITEMS_G, strategy="all", num_workers=workers,
-                                      num_cpus_per_worker=1, calls_per_task=8, show_progress_bar=False)
+                                      num_cpus_per_worker=1, show_progress_bar=False)
     G = benchmark.pedantic(local if workers == 0 else pool, rounds=1, iterations=1)
     benchmark.extra_info["pairs_per_s"] = G.nnz / benchmark.stats.stats.mean if benchmark.stats else None
     benchmark.extra_info["backend"] = "local" if workers == 0 else f"ray x{workers}"

@@ -79,29 +79,41 @@ class _ScoringActor:
         self.items: np.ndarray = ray.get(items_ref[0])
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        los, his, qs = batch["lo"], batch["hi"], batch["q"]
+        """One output row per pair: ``pos`` (position among the pending pairs), ``score``; a failed call
+        gives one row with ``kind`` 1 (the CE raised) or 2 (unusable scores) and the ``error``."""
+        pos: List[np.ndarray] = []
         scores: List[np.ndarray] = []
-        errors: List[str] = []
-        kinds: List[int] = []
-        for q, lo, hi in zip(qs, los, his):
+        for q, lo, hi in zip(batch["q"], batch["lo"], batch["hi"]):
             ids = readonly_ids(self.items[int(lo):int(hi)])
-            kind, err = 0, ""
             try:
                 out = self.ce(self.queries[int(q)], ids)
             except Exception as exc:
-                kind, err = 1, f"{type(exc).__name__}: {exc}"
-            if kind == 0:
-                try:
-                    got = check_scores(out, len(ids), ids=ids)
-                except CrossEncoderError as exc:
-                    kind, err = 2, str(exc)
-            scores.append(got if kind == 0 else np.full(len(ids), np.nan, dtype=np.float32))
-            errors.append(err)
-            kinds.append(kind)
-        ragged = np.empty(len(scores), dtype=object)
-        ragged[:] = scores
-        return {"lo": los, "hi": his, "q": qs, "scores": ragged,
-                "kind": np.asarray(kinds, dtype=np.int8), "error": np.asarray(errors, dtype=object)}
+                return _failure(pos, scores, int(q), int(lo), 1, f"{type(exc).__name__}: {exc}")
+            try:
+                got = check_scores(out, len(ids), ids=ids)
+            except CrossEncoderError as exc:
+                return _failure(pos, scores, int(q), int(lo), 2, str(exc))
+            pos.append(np.arange(int(lo), int(hi), dtype=np.int64))
+            scores.append(got)
+        return _rows(pos, scores)
+
+
+def _rows(pos: List[np.ndarray], scores: List[np.ndarray], q: int = -1, kind: int = 0,
+          error: str = "") -> Dict[str, np.ndarray]:
+    p = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+    n = len(p)
+    return {"pos": p, "score": np.concatenate(scores) if scores else np.zeros(0, np.float32),
+            "q": np.full(n, q, np.int64), "kind": np.full(n, kind, np.int8),
+            "error": np.full(n, error, dtype=object)}
+
+
+def _failure(pos: List[np.ndarray], scores: List[np.ndarray], q: int, lo: int, kind: int,
+             error: str) -> Dict[str, np.ndarray]:
+    """The pairs scored before the failed call, then one row that reports the failure."""
+    rows = _rows(pos, scores)
+    return {"pos": np.append(rows["pos"], lo), "score": np.append(rows["score"], np.float32(np.nan)),
+            "q": np.append(rows["q"], q), "kind": np.append(rows["kind"], np.int8(kind)),
+            "error": np.append(rows["error"], np.array([error], dtype=object))}
 
 
 def _probe(factory: CEFactory, query: Any, ids: np.ndarray) -> np.ndarray:
@@ -116,7 +128,7 @@ def build_score_matrix_ray(ce_factory: CEFactory, queries: Sequence[Any], n_item
                            checkpoint_dir: Optional[Union[str, "PathLike[str]"]] = None, shard_size: int = 65536,
                            ce_id: Optional[str] = None, num_threads: int = 0, num_workers: int = 1,
                            num_cpus_per_worker: float = 1.0, num_gpus_per_worker: float = 0.0,
-                           calls_per_task: int = 4, show_progress_bar: Optional[bool] = None) -> ScoreMatrix:
+                           calls_per_task: int = 16, show_progress_bar: Optional[bool] = None) -> ScoreMatrix:
     """Score (query, item) pairs with a pool of cross-encoder actors: G as :func:`axn_fast.build_score_matrix`.
 
     ce_factory : picklable zero-argument callable returning the CE
@@ -297,24 +309,30 @@ def _run_pool(ce_factory: CEFactory, queries: Sequence[Any], cols: np.ndarray,
     blocks = [pa.table({"q": q_arr[s:s + calls_per_task], "lo": lo_arr[s:s + calls_per_task],
                         "hi": hi_arr[s:s + calls_per_task]}) for s in range(0, len(q_arr), calls_per_task)]
     ds = ray.data.from_arrow(blocks).map_batches(
-        _ScoringActor, fn_constructor_args=(ce_factory, queries, [items_ref]), batch_size=1,
+        _ScoringActor, fn_constructor_args=(ce_factory, queries, [items_ref]), batch_size=None,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(blocks))),
         **remote_args)
     with progress(total=total, initial=int(done.sum()), desc="CE scores (ray)", unit="pair", show=show) as bar:
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i in range(len(out["lo"])):
-                lo, hi, q, kind = int(out["lo"][i]), int(out["hi"][i]), int(out["q"][i]), int(out["kind"][i])
-                if kind == 1:
+            pos, kind = out["pos"], out["kind"]
+            bad = np.flatnonzero(kind != 0)
+            ok = pos[:bad[0]] if len(bad) else pos
+            scores = out["score"][:len(ok)]
+            units = todo[ok]
+            fresh = ~done[units]  # a retried task may return what an earlier attempt already did
+            if fresh.any():
+                put(units[fresh], scores[fresh])
+                paid[0] += int(fresh.sum())
+                bar.update(int(fresh.sum()))
+            if len(bad):
+                i = int(bad[0])
+                q, msg = int(out["q"][i]), str(out["error"][i])
+                if kind[i] == 1:
                     raise ScoreMatrixInterrupted(
-                        f"the cross-encoder raised {out['error'][i]} while scoring query row {q}; the pairs "
+                        f"the cross-encoder raised {msg} while scoring query row {q}; the pairs "
                         f"scored before are in .partial{on_disk}", partial=partial())
-                if kind == 2:
-                    raise CrossEncoderError(f"{out['error'][i]} (query row {q}); the pairs scored before are in "
-                                            f".partial{on_disk}", partial=partial())
-                units = todo[lo:hi]
-                put(units, np.asarray(out["scores"][i], dtype=np.float32).reshape(-1))
-                paid[0] += hi - lo
-                bar.update(hi - lo)
+                raise CrossEncoderError(f"{msg} (query row {q}); the pairs scored before are in "
+                                        f".partial{on_disk}", partial=partial())
 
 
 _ON_DISK = " and on disk: re-run with the same arguments to resume"
