@@ -3,8 +3,8 @@
 * G: pairs/s of build_score_matrix_ray with 1 and 2 CE actors next to the local
   builder, for two stand-in CEs: "cpu" (numpy work per pair on one thread, like a
   CPU model, ~0.1 ms per pair) and "wait" (20 ms per call of 256 pairs, like a GPU
-  or remote model that leaves the CPU free). Pairs: 50K x AXN_BENCH_SCALE (at
-  least 1000), 1000 items per query, batch 256, 16 calls per Ray task.
+  or remote model that leaves the CPU free). Pairs ("cpu" / "wait"): 50K / 200K x
+  AXN_BENCH_SCALE (at least 1000), 1000 items per query, batch 256, 16 calls per Ray task.
 * Search: one query and 64 queries, top-100, over N = 1M x AXN_BENCH_SCALE items
   x 128 dims, one Index (1 thread) against ShardedIndex with 1 and 2 shards
   (1 thread each); "overhead" rows use 1000 items, where the scan is free, so
@@ -69,15 +69,15 @@ def cluster():
 N_ITEMS_G = 1000
 
 
-def _queries():
-    return list(range(max(1, PAIRS // N_ITEMS_G)))
+def _queries(kind):
+    return list(range(max(1, (PAIRS if kind == "cpu" else 4 * PAIRS) // N_ITEMS_G)))
 
 
 @pytest.mark.parametrize("kind", ["cpu", "wait"])
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_g_throughput(benchmark, kind, workers):
     from axn_fast.distributed import build_score_matrix_ray
-    queries = _queries()
+    queries = _queries(kind)
     benchmark.group = f"G scoring: {len(queries) * N_ITEMS_G} pairs, CE '{kind}', batch 256"
 
     def local():
