@@ -55,6 +55,8 @@ def test_learns_a_task_above_chance(tiny, tmp_path):
     assert acc == pytest.approx(res.best_dev_accuracy)
     curve = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [c["step"] for c in res.dev_curve] and curve[0]["step"] == 0
+    secs = [c["seconds"] for c in res.dev_curve]
+    assert secs == sorted(secs) and secs[-1] <= res.seconds + 0.5  # wall time since the start, never counted twice
 
 
 @pytest.mark.parametrize("head", ["emb-dot", "cls"])

@@ -405,7 +405,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                                      device=dev, item_lengths=item_len, show_progress_bar=show_progress_bar)
         acc = float(np.mean(np.argmax(sc, axis=1) == 0))
         entry = {"step": step, "epoch": round(step / steps_per_epoch, 4), "train_loss": loss,
-                 "dev_accuracy": acc, "seconds": round(state["seconds"] + time.time() - t_start, 1)}
+                 "dev_accuracy": acc, "seconds": round(seconds_before + time.time() - t_start, 1)}
         state["dev_curve"].append(entry)
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
