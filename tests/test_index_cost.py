@@ -143,3 +143,13 @@ def test_cli_index_cost_synthetic(tmp_path, capsys):
     assert main(argv) == 0  # resumes: same rows
     assert json.loads((out / "index_cost.json").read_text())["rows"] == rows
     assert main(["index-cost", "--pairs", "100@10", "--out", str(out)]) == 2
+
+
+def test_dstl_k_d_restricts_only_the_distillation(data, tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(CFG, n_train=(5,), indexes=("mf-trns", "de-dstl"), dstl_k_d=(10,))
+    t = IC.run_index_cost(data, tmp_path, config=cfg, ce_seconds_per_pair=0.0)
+    assert {(r["index"], r["k_d"]) for r in t.rows} == {("mf-trns", 10), ("mf-trns", 40), ("de-dstl", 10)}
+    with pytest.raises(ValueError, match="dstl_k_d"):
+        replace(CFG, dstl_k_d=(7,))

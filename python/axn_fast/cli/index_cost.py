@@ -67,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--budgets", type=csv_list(int_range(1)), default=[50, 100, 200, 500],
                    help="budgets also recorded (default 50,100,200,500)")
     g.add_argument("--rounds", type=int_range(1), default=5, help="AXN/ADACUR rounds (default 5)")
+    g.add_argument("--dstl-k-d", type=csv_list(int_range(1)), default=None,
+                   help="build DE_DSTL only at these --k-d values (default: all; it is the slowest builder)")
     g.add_argument("--dstl-epochs", type=int_range(1), default=2, help="text DE distillation epochs (default 2)")
     g.add_argument("--dstl-lr", type=float_range(0.0), default=1e-5, help="distillation lr (default 1e-5)")
     g.add_argument("--dstl-accumulate", type=int_range(1), default=4, help="queries per optimiser step (default 4)")
@@ -145,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     mfile.write_text(json.dumps(measured, indent=1))
     config = IndexCostConfig(n_train=tuple(args.n_train), k_d=tuple(args.k_d), indexes=tuple(args.indexes),
                              pairs=tuple(args.pairs), budgets=tuple(args.budgets), rounds=args.rounds,
-                             seed=args.seed, dstl_epochs=args.dstl_epochs, dstl_lr=args.dstl_lr,
+                             seed=args.seed, dstl_epochs=args.dstl_epochs,
+                             dstl_k_d=None if args.dstl_k_d is None else tuple(args.dstl_k_d), dstl_lr=args.dstl_lr,
                              dstl_accumulate=args.dstl_accumulate, dstl_trainable_layers=args.trainable_layers,
                              num_threads=args.threads)
     table = run_index_cost(data, args.out, config=config, ce_seconds_per_pair=ce_s, de_seconds_per_text=de_s,

@@ -76,7 +76,9 @@ class IndexCostConfig:
     Top-100-Recall@500, the paper's); ks / budgets: every Top-k-Recall@m (k <= m) recorded
     besides (k and m above n_items are capped at n_items); rounds: AXN/ADACUR rounds; trns_* / ind_*: MF_TRNS (SGD) and MF_IND
     (AdamW) epochs and learning rates; dstl_*: the distillation (text DE: lr, epochs,
-    accumulate, trainable_layers, max_length; feature tower: dstl_feature_epochs/lr);
+    accumulate, trainable_layers, max_length; feature tower: dstl_feature_epochs/lr;
+    dstl_k_d: the k_d values at which DE_DSTL is built, None: all of ``k_d`` — the text
+    distillation is by far the slowest builder);
     num_threads: torch/SGD threads of the builders (timings depend on it).
     """
 
@@ -92,6 +94,7 @@ class IndexCostConfig:
     trns_lr: float = 0.02
     ind_epochs: int = 20
     ind_lr: float = 0.005
+    dstl_k_d: Optional[Tuple[int, ...]] = None
     dstl_epochs: int = 2
     dstl_lr: float = 1e-5
     dstl_accumulate: int = 4
@@ -102,6 +105,8 @@ class IndexCostConfig:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.dstl_k_d is not None and not set(self.dstl_k_d) <= set(self.k_d):
+            raise ValueError(f"dstl_k_d must be a subset of k_d {self.k_d}, got {self.dstl_k_d}")
         for name in ("n_train", "k_d", "ks", "budgets"):
             vals = getattr(self, name)
             if not vals:
@@ -334,7 +339,6 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
     I, Q = data.item_emb, data.query_emb
     order = np.random.default_rng(config.seed).permutation(data.train)
     grid_n = sorted({min(n, len(order)) for n in config.n_train})
-    grid_k = sorted({min(k, n_items) for k in config.k_d})
     key = _run_key(data, config, {"ce_s": ce_seconds_per_pair, "de_s": de_seconds_per_text,
                                   "de_base": None if de_base is None else str(de_base)})
 
@@ -406,8 +410,9 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
                 # round 1 comes from the DE: its item encoding is part of the index
                 return [m], IndexCost(dense.ce_calls, dense.ce_seconds, de_item_s, time.perf_counter() - t0)
             unit("adacur", build_adacur, n, 0)
-        for k_d in grid_k:
-            sparse = [i for i in ("mf-trns", "mf-ind", "de-dstl") if i in config.indexes]
+        for k_d_asked, k_d in zip(sorted(set(config.k_d)), [min(k, n_items) for k in sorted(set(config.k_d))]):
+            sparse = [i for i in ("mf-trns", "mf-ind", "de-dstl") if i in config.indexes and
+                      (i != "de-dstl" or config.dstl_k_d is None or k_d_asked in config.dstl_k_d)]
             if not sparse or all(f"{i}|{n}|{k_d}" in done for i in sparse):
                 for i in sparse:
                     unit(i, lambda: ([], IndexCost()), n, k_d)  # replays the recorded rows
@@ -476,7 +481,7 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
                         IndexCost(base.ce_calls, base.ce_seconds, base.de_seconds + enc, train_s))
 
             for name, build in (("mf-trns", build_trns), ("mf-ind", build_ind), ("de-dstl", build_dstl)):
-                if name in config.indexes:
+                if name in sparse:
                     unit(name, build, n, k_d)
     table.meta["pairs"] = [list(p) for p in pairs]
     table.meta["speedups"] = speedups(table, pairs)
@@ -486,7 +491,7 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
 
 
 # ---------------------------------------------------------------------------- summaries
-MF_METHODS = ("AXN over MF_TRNS", "AXN over MF_IND")
+MF_METHODS = ("AXN over MF_TRNS", "AXN over MF_IND", "RNR-MF_IND")
 REFERENCES = ("ANNCUR", "ADACUR", "AXN over DE_DSTL", "RNR-DE_DSTL")
 
 
