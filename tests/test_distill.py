@@ -33,7 +33,6 @@ def _task(seed: int = 0) -> ScoreMatrix:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    torch.set_num_threads(1)
     return tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
