@@ -161,7 +161,8 @@ def build_methods(data: EvalData, config: MethodConfig) -> Tuple[List[B.Method],
             methods.append(B.ADACURMethod(S_train, init=first, rounds=config.rounds, seed=config.seed))
         elif key in _NEEDS_DSTL:
             if config.distilled_de is None:
-                raise ValueError(f"method {key!r} needs a distilled DE (MethodConfig.distilled_de)")
+                raise ValueError(f"method {key!r} needs a distilled DE "
+                                 "(MethodConfig.distilled_de; axn-fast eval --distilled-de)")
             if dstl is None:  # both keys share one encoding of the texts
                 dstl = de_dstl_methods(data, *distilled_embeddings(data, config.distilled_de), max_budget=m_max,
                                        rounds=config.rounds, seed=config.seed)
