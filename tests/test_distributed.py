@@ -23,6 +23,8 @@ NQ, NI, D = 9, 40, 5
 pytestmark = [
     # ray.data's DataContext() sets its own deprecated fields (a ray bug, not our use)
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context"),
+    # ray.serve's own pydantic models, at import (a ray matter, not our use)
+    pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning"),
 ]
 
 
@@ -330,9 +332,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.filterwarnings(
-    # ray.serve's own pydantic models (a ray matter, not our use)
-    "ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning")
 def test_serve_deployment_batches_requests_and_answers_like_adaptive_search(tied_vectors):
     import json
     import urllib.error
@@ -379,3 +378,22 @@ def test_serve_deployment_batches_requests_and_answers_like_adaptive_search(tied
             assert status == 422 and "colour" in body["error"]
     finally:
         serve.shutdown()
+
+
+def test_open_index_opens_saved_indexes_and_refuses_other_objects(sharded, tied_vectors, tmp_path):
+    from axn_fast import Index
+    from axn_fast.distributed import ShardedIndex
+    from axn_fast.distributed.deployment import open_index
+    Index(tied_vectors).save(tmp_path / "one")
+    sharded.save(tmp_path / "many")
+    one = open_index(str(tmp_path / "one"), num_threads=1)
+    many = open_index(tmp_path / "many", num_threads=1, shard_actor_options={"num_cpus": 0})
+    try:
+        assert type(one) is Index and isinstance(many, ShardedIndex) and many.bounds == sharded.bounds
+        U = np.ones((2, DIM), np.float32)
+        _same_search(many.search(U, 11), one.search(U, 11))
+        assert open_index(sharded) is sharded
+        with pytest.raises(TypeError, match="VectorIndex"):
+            open_index(np.zeros((3, DIM)))  # type: ignore[arg-type]
+    finally:
+        many.shutdown()
