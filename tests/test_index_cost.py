@@ -1,5 +1,6 @@
 """The index-cost runner: every index under a grid of offline budgets, its cost accounting, resume, plot."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -153,3 +154,32 @@ def test_dstl_k_d_restricts_only_the_distillation(data, tmp_path):
     assert {(r["index"], r["k_d"]) for r in t.rows} == {("mf-trns", 10), ("mf-trns", 40), ("de-dstl", 10)}
     with pytest.raises(ValueError, match="dstl_k_d"):
         replace(CFG, dstl_k_d=(7,))
+
+
+def test_live_ce_scores_g_and_is_timed(tmp_path):
+    from dataclasses import replace
+
+    d = load_synthetic(40, 200, rank=8, noise=0.3, seed=2)
+    d = replace(d, items=[f"item {i}" for i in range(200)], queries=[f"query {q}" for q in range(40)])
+
+    class LiveCE:  # a "live" CE over the same scores, counting what it is paid for
+        def __init__(self):
+            self.n_calls = 0
+            self.cache = {}  # has clear(): the runner empties it before each G
+
+        def __call__(self, text, ids):
+            ids = np.asarray(ids)
+            self.n_calls += len(ids)
+            time.sleep(0.002)  # a CE takes time
+            return d.scores[int(text.split()[1]), ids]
+
+    cfg = IC.IndexCostConfig(n_train=(4, 8), k_d=(10,), indexes=("mf-trns",), pairs=((1, 50),), ks=(1,),
+                             budgets=(50,), trns_epochs=3)
+    ce = LiveCE()
+    live = IC.run_index_cost(d, tmp_path / "live", config=cfg, ce_seconds_per_pair=1.0, ce=ce)
+    dense = IC.run_index_cost(d, tmp_path / "dense", config=cfg, ce_seconds_per_pair=1.0)
+    assert ce.n_calls == 4 * 10 + 8 * 10  # every grid point pays for its own G
+    for a, b in zip(live.rows, dense.rows):
+        assert a["ce_calls"] == b["ce_calls"] == a["n_train"] * 10
+        assert a["recall"] == b["recall"]  # same scores, same index
+        assert 0 < a["ce_seconds"] < b["ce_seconds"]  # measured, not calls x 1 s

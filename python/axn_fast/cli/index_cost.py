@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from axn_fast.cli._args import UsageError, csv_choices, csv_list, device, float_range, int_range, shape
 
@@ -37,6 +37,22 @@ def _pair(text: str) -> Tuple[int, int]:
     return k, m
 
 
+def _scores_ce(recorded: Dict[str, Any], items: List[str]) -> Optional[str]:
+    """The named CE whose ``config`` matches the one recorded with the subset's scores (model, head,
+    max_length, dtype), or None."""
+    from axn_fast.encoders.models import NAMED_CES, load_cross_encoder
+
+    keys = ("model", "head", "max_length", "dtype")
+    for name in NAMED_CES:
+        try:
+            cfg = load_cross_encoder(items[:1], name, device="cpu", show_progress_bar=False).config
+        except (OSError, ValueError, ImportError):
+            continue  # a named CE whose files are missing cannot be the one
+        if all(cfg.get(k) == recorded.get(k) for k in keys):
+            return name
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("data (default: the shipped WordNet subset with MiniLM DE embeddings)")
     d.add_argument("--synthetic", action="store_true", help="a low-rank-plus-noise matrix with weak DE embeddings "
@@ -50,10 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where WordNet DE embeddings are cached")
     c = parser.add_argument_group("cost")
     c.add_argument("--ce", default=None, help="named CE whose seconds per pair are measured live on the subset's "
-                   "texts (default: axn_fast's DEFAULT_CE)")
+                   "texts (default: the named CE whose config matches the one recorded with the subset's scores, "
+                   "else axn_fast's DEFAULT_CE)")
     c.add_argument("--ce-pairs", type=int_range(10), default=300, help="pairs timed (default 300)")
     c.add_argument("--ce-seconds-per-pair", type=float_range(0.0), default=None,
                    help="use this instead of measuring")
+    c.add_argument("--live-ce", action="store_true",
+                   help="score G live with --ce (WordNet only; its CE seconds are then measured wall time) instead "
+                   "of reading the subset's matrix; CUR's dense rows and the ground truth still come from the matrix")
     c.add_argument("--threads", type=int_range(1), default=1,
                    help="torch threads for the CE measurement, DE encoding and every builder (default 1)")
     g = parser.add_argument_group("grid and builders")
@@ -93,16 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {str(args.out)!r} exists and is not a directory")
-    ce_name = args.ce or DEFAULT_CE
-    if ce_name not in NAMED_CES:
-        raise UsageError(f"--ce must be one of {sorted(NAMED_CES)}, got {ce_name!r}")
+    if args.ce is not None and args.ce not in NAMED_CES:
+        raise UsageError(f"--ce must be one of {sorted(NAMED_CES)}, got {args.ce!r}")
     show = False if args.no_progress else None
     torch.set_num_threads(args.threads)
+    subset = load_wordnet_subset()
+    ce_name = args.ce or _scores_ce(subset.ce_config, list(subset.items)) or DEFAULT_CE
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
-    subset = load_wordnet_subset()
     # measurements are kept with the results: a resumed run keeps the same costs (and so its rows)
     mfile = args.out / "measured.json"
     measured: dict[str, Any] = {}
@@ -112,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             measured = {}
     measured.update(ce=ce_name, threads=args.threads)
     meta: dict[str, Any] = {"argv": sys.argv[1:], "threads": args.threads}
+    if args.synthetic and args.live_ce:
+        raise UsageError("--live-ce needs texts: not with --synthetic")
     if args.synthetic:
         nq, ni = args.synthetic_shape
         data = D.load_synthetic(nq, ni, rank=args.rank, noise=args.noise, de_noise=args.de_noise, seed=args.seed)
@@ -151,8 +173,12 @@ def run(args: argparse.Namespace) -> int:
                              dstl_k_d=None if args.dstl_k_d is None else tuple(args.dstl_k_d), dstl_lr=args.dstl_lr,
                              dstl_accumulate=args.dstl_accumulate, dstl_trainable_layers=args.trainable_layers,
                              num_threads=args.threads)
+    live = None
+    if args.live_ce:
+        live = load_cross_encoder(list(subset.items), ce_name, device="cpu", show_progress_bar=False)
+        meta["g_scored_by"] = f"live {ce_name}"
     table = run_index_cost(data, args.out, config=config, ce_seconds_per_pair=ce_s, de_seconds_per_text=de_s,
-                           de_base=de_base, device=args.device, meta=meta, show_progress_bar=show, log=log)
+                           de_base=de_base, device=args.device, ce=live, meta=meta, show_progress_bar=show, log=log)
     pairs: List[Tuple[int, int]] = [(int(k), int(m)) for k, m in table.meta["pairs"]]
     md = table.to_markdown(pairs)
     (args.out / "index_cost.md").write_text(md + "\n")

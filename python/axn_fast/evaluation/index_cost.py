@@ -55,7 +55,7 @@ from axn_fast.search.index import Index
 from axn_fast.search.normalization import ScoreNormalization
 
 __all__ = ["INDEXES", "IndexCostConfig", "IndexCost", "IndexCostTable", "run_index_cost",
-           "measure_ce_seconds_per_pair", "measure_de_seconds_per_text", "score_matrix_from_dense",
+           "measure_ce_seconds_per_pair", "measure_de_seconds_per_text", "score_matrix_from_dense", "score_matrix_live",
            "plot_index_cost", "speedups", "de_dstl_methods", "distilled_embeddings"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -248,6 +248,26 @@ def score_matrix_from_dense(S: np.ndarray, rows: np.ndarray, k_d: int, de_query_
     return G, int(ce.n_calls)
 
 
+def score_matrix_live(ce: Any, queries: Sequence[str], n_items: int, k_d: int, de_query_emb: np.ndarray,
+                      de_item_emb: np.ndarray) -> Tuple[ScoreMatrix, int, float]:
+    """G scored by a live CE: each query's DE top-``k_d`` items. Returns ``(G, ce_calls, seconds)``.
+
+    ``ce_calls`` is ``ce.n_calls``'s increase when the CE counts its pairs (as
+    :class:`~axn_fast.encoders.cross_encoder.HFCrossEncoder` does), else G's entries;
+    a ``ce.cache`` is cleared first so that pairs scored for an earlier grid point are paid again.
+    """
+    cache = getattr(ce, "cache", None)
+    if cache is not None and hasattr(cache, "clear"):
+        cache.clear()
+    before = getattr(ce, "n_calls", None)
+    t0 = time.perf_counter()
+    G = build_score_matrix(ce, list(queries), n_items, strategy="de-topk", k_d=k_d, de_query_emb=de_query_emb,
+                           de_item_emb=de_item_emb, num_threads=1, show_progress_bar=False)
+    secs = time.perf_counter() - t0
+    calls = G.nnz if not isinstance(before, int) else int(getattr(ce, "n_calls")) - before
+    return G, calls, secs
+
+
 # ---------------------------------------------------------------------------- methods on an index
 def _ranked(item_emb: np.ndarray, query_emb: np.ndarray, rows: np.ndarray, n: int, m_max: int) -> np.ndarray:
     out = np.full((n, m_max), -1, dtype=np.int64)
@@ -309,7 +329,8 @@ def _evaluate_rows(methods: List[Method], data: EvalData, ks: Sequence[int], bud
 
 def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig = IndexCostConfig(),
                    ce_seconds_per_pair: float, de_seconds_per_text: float = 0.0,
-                   de_base: Optional[PathLike] = None, device: str = "cpu", meta: Optional[Dict[str, Any]] = None,
+                   de_base: Optional[PathLike] = None, device: str = "cpu", ce: Optional[Any] = None,
+                   meta: Optional[Dict[str, Any]] = None,
                    show_progress_bar: Optional[bool] = None,
                    log: Callable[[str], None] = lambda line: None) -> IndexCostTable:
     """Build every index of ``config`` on ``data`` and measure recall against offline cost.
@@ -320,13 +341,17 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
     de_seconds_per_text: seconds per text of the base DE (0 when the embeddings come
     free, as in the synthetic task); de_base: the base DE checkpoint directory for the
     text distillation (None: the feature tower); device: of the text distillation.
+    ce: a live cross-encoder ``ce(query_text, ids)`` over ``data.items``: G is then scored
+    by it (its CE seconds are the measured wall time of that scoring, and its scores are
+    the live ones; the dense rows of ANNCUR/ADACUR and the ground truth still come from
+    ``data.scores``, at ``ce_seconds_per_pair``). Needs the texts.
     Writes ``rows.jsonl`` (incremental), ``index_cost.csv`` and ``index_cost.json`` under
     ``out_dir`` and returns the :class:`IndexCostTable`.
     """
     if data.item_emb is None or data.query_emb is None:
         raise ValueError("data needs base DE embeddings (item_emb and query_emb): they choose G's pairs")
-    if de_base is not None and (data.items is None or data.queries is None):
-        raise ValueError("de_base (text distillation) needs data with texts (items and queries)")
+    if (de_base is not None or ce is not None) and (data.items is None or data.queries is None):
+        raise ValueError("de_base (text distillation) and a live ce need data with texts (items and queries)")
     ce_seconds_per_pair = check_float(ce_seconds_per_pair, "ce_seconds_per_pair", minimum=0.0)
     de_seconds_per_text = check_float(de_seconds_per_text, "de_seconds_per_text", minimum=0.0)
     out = Path(out_dir)
@@ -340,7 +365,8 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
     order = np.random.default_rng(config.seed).permutation(data.train)
     grid_n = sorted({min(n, len(order)) for n in config.n_train})
     key = _run_key(data, config, {"ce_s": ce_seconds_per_pair, "de_s": de_seconds_per_text,
-                                  "de_base": None if de_base is None else str(de_base)})
+                                  "de_base": None if de_base is None else str(de_base),
+                                  "live_ce": None if ce is None else repr(getattr(ce, "config", type(ce).__name__))})
 
     rows_file = out / ROWS_FILE
     done: Dict[str, List[Dict[str, Any]]] = {}
@@ -417,12 +443,17 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
                 for i in sparse:
                     unit(i, lambda: ([], IndexCost()), n, k_d)  # replays the recorded rows
                 continue
-            G, calls = score_matrix_from_dense(data.scores, rows, k_d, Q, I)
+            if ce is None:
+                G, calls = score_matrix_from_dense(data.scores, rows, k_d, Q, I)
+                ce_s = calls * ce_seconds_per_pair
+            else:
+                assert data.queries is not None  # checked above
+                G, calls, ce_s = score_matrix_live(ce, [data.queries[int(r)] for r in rows], n_items, k_d,
+                                                   Q[rows], I)
             if calls != G.nnz:
                 raise RuntimeError(f"CE accounting: {calls} pairs served but G holds {G.nnz}")
             Qtr = Q[rows]
-            base = IndexCost(ce_calls=calls, ce_seconds=calls * ce_seconds_per_pair,
-                             de_seconds=de_item_s + n * de_seconds_per_text)
+            base = IndexCost(ce_calls=calls, ce_seconds=ce_s, de_seconds=de_item_s + n * de_seconds_per_text)
             norm = normalization_from_score_matrix(G, Qtr, I, n_queries=100, seed=config.seed)
             Gn = norm.apply(G)
 
