@@ -21,10 +21,11 @@ is a path on the driver's machine.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -312,8 +313,10 @@ def _run_pool(ce_factory: CEFactory, queries: Sequence[Any], cols: np.ndarray,
         _ScoringActor, fn_constructor_args=(ce_factory, queries, [items_ref]), batch_size=None,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(blocks))),
         **remote_args)
-    with progress(total=total, initial=int(done.sum()), desc="CE scores (ray)", unit="pair", show=show) as bar:
-        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    with progress(total=total, initial=int(done.sum()), desc="CE scores (ray)", unit="pair",
+                  show=show) as bar, closing_iterator(batches):
+        for out in batches:
             pos, kind = out["pos"], out["kind"]
             bad = np.flatnonzero(kind != 0)
             ok = pos[:bad[0]] if len(bad) else pos
@@ -333,6 +336,18 @@ def _run_pool(ce_factory: CEFactory, queries: Sequence[Any], cols: np.ndarray,
                         f"scored before are in .partial{on_disk}", partial=partial())
                 raise CrossEncoderError(f"{msg} (query row {q}); the pairs scored before are in "
                                         f".partial{on_disk}", partial=partial())
+
+
+@contextmanager
+def closing_iterator(it: Iterator[Any]) -> Generator[None, None, None]:
+    """Close a generator on the way out: on a failure Ray Data then stops the pool at once (no more CE
+    calls paid for results nobody records) instead of when the generator is collected."""
+    try:
+        yield
+    finally:
+        close = getattr(it, "close", None)
+        if callable(close):
+            close()
 
 
 _ON_DISK = " and on disk: re-run with the same arguments to resume"
