@@ -42,7 +42,7 @@ def minilm_path() -> Path:
 TRAINED_DIR = Path(__file__).resolve().parent / "data"
 
 #: The cross-encoder the CLI commands and the demo use when none is named.
-DEFAULT_CE = "minilm-emb-cos"
+DEFAULT_CE = "minilm-wordnet"
 
 #: Named cross-encoders: name -> (model, head, trained delta or None). ``"minilm"`` is the bundled
 #: all-MiniLM-L6-v2; a delta is a directory under :data:`TRAINED_DIR` holding the trained layers.
