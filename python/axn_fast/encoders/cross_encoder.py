@@ -11,13 +11,19 @@ finished batch and the cache never holds a score that was not computed.
 
 :class:`HFCrossEncoder` heads (``head=``):
 
-- ``"emb-dot"``: the [EMB]-CE of Yadav et al. (2022, §2.6): encode
-  ``[CLS] query [SEP] item [SEP]`` in one forward pass, mean-pool the
-  contextualised vectors of the query tokens and of the item tokens separately
-  (special tokens and padding excluded), score = their dot product.
+- ``"emb-dot"``: the [EMB]-CE of Yadav et al. (2022, §2.6): encode the pair
+  with the tokenizer's own template (BERT's ``[CLS] query [SEP] item [SEP]``,
+  RoBERTa's ``<s> query </s></s> item </s>``, ...) in one forward pass,
+  mean-pool the contextualised vectors of the query tokens and of the item
+  tokens separately (found with ``sequence_ids()``: special tokens and padding
+  excluded), score = their dot product.
 - ``"emb-cos"``: the same two pooled vectors, score = their cosine.
 - ``"cls"``: a sequence-classification checkpoint's single logit (the usual
   reranker format).
+
+:func:`encode_pairs` (tokenisation) and :func:`pair_scores` (forward pass to
+scores) are shared with :mod:`axn_fast.encoders.training`, so a CE scores the
+same pairs identically while it is trained and once it is loaded.
 """
 from __future__ import annotations
 
