@@ -24,7 +24,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,13 +32,12 @@ import ray
 import ray.data
 
 from axn_fast._progress import progress
-from axn_fast._validation import as_float32_array, check_int
+from axn_fast._validation import check_int
 from axn_fast.encoders.boundary import check_scores, readonly_ids
 from axn_fast.encoders.models import DEFAULT_CE, load_cross_encoder
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.errors import CrossEncoderError, ScoreMatrixInterrupted
-from axn_fast.indexing.score_matrix import FINGERPRINT_PAIRS, STRATEGIES, ScoreMatrix, _select_pairs
-from axn_fast.io.checkpoint import Checkpoint, digest_arrays, digest_texts
+from axn_fast.indexing.score_matrix import ScoreMatrix, check_job_options, plan_score_matrix
 
 __all__ = ["build_score_matrix_ray", "CESpec", "CEFactory"]
 
@@ -156,65 +154,17 @@ def build_score_matrix_ray(ce_factory: CEFactory, queries: Sequence[Any], n_item
     if not callable(ce_factory):
         raise TypeError(f"ce_factory must be a zero-argument callable returning the cross-encoder, "
                         f"got {type(ce_factory).__name__}")
-    if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
-        raise TypeError(f"queries must be a sequence (list of query texts), got {type(queries).__name__}")
-    n_queries = len(queries)
-    if n_queries < 1:
-        raise ValueError("queries must hold at least one query")
-    n_items = check_int(n_items, "n_items", minimum=1)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "all":
-        k_d = n_items
-    k_d = check_int(k_d, "k_d", minimum=1)
-    limit, what = (n_queries, "the number of queries") if strategy == "per-item" else (n_items, "n_items")
-    if k_d > limit:
-        raise ValueError(f"k_d ({k_d}) must be <= {what} ({limit}) for strategy {strategy!r}")
-    seed = check_int(seed, "seed", minimum=0)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    shard_size = check_int(shard_size, "shard_size", minimum=1)
+    batch_size, shard_size = check_job_options(batch_size, shard_size, ce_id, checkpoint_dir)
+    plan = plan_score_matrix(queries, n_items, strategy=strategy, k_d=k_d, de_query_emb=de_query_emb,
+                             de_item_emb=de_item_emb, seed=seed, num_threads=num_threads)
     num_workers = check_int(num_workers, "num_workers", minimum=1)
     calls_per_task = check_int(calls_per_task, "calls_per_task", minimum=1)
     for name, v in (("num_cpus_per_worker", num_cpus_per_worker), ("num_gpus_per_worker", num_gpus_per_worker)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    if ce_id is not None and (not isinstance(ce_id, str) or not ce_id):
-        raise TypeError(f"ce_id must be a non-empty string, got {ce_id!r}")
-    Q = I = None
-    if strategy in ("de-topk", "per-item") and (
-            strategy == "de-topk" or de_query_emb is not None or de_item_emb is not None):
-        if de_query_emb is None or de_item_emb is None:
-            raise ValueError(f"strategy {strategy!r} needs both de_query_emb and de_item_emb"
-                             if strategy == "de-topk" else "give both de_query_emb and de_item_emb, or neither")
-        Q = as_float32_array(de_query_emb, "de_query_emb", ndim=(2,))
-        I = as_float32_array(de_item_emb, "de_item_emb", ndim=(2,))
-        if Q.shape[0] != n_queries:
-            raise ValueError(f"de_query_emb has {Q.shape[0]} rows but there are {n_queries} queries")
-        if I.shape[0] != n_items:
-            raise ValueError(f"de_item_emb has {I.shape[0]} rows but n_items is {n_items}")
-        if Q.shape[1] != I.shape[1]:
-            raise ValueError(f"de_query_emb and de_item_emb must have the same dimension, got "
-                             f"{Q.shape[1]} and {I.shape[1]}")
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, PathLike)):
-        raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
-
-    per_query = _select_pairs(strategy, n_queries, n_items, k_d, Q, I, seed, num_threads)
-    counts = np.array([len(p) for p in per_query], dtype=np.int64)
-    starts = np.zeros(n_queries + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    total = int(starts[-1])
-    cols = np.concatenate(per_query) if total else np.zeros(0, np.int64)
-    info: Dict[str, Any] = {"strategy": strategy, "k_d": k_d, "seed": seed, "num_workers": num_workers}
-
-    ckpt: Optional[Checkpoint] = None
-    if checkpoint_dir is not None and total:
-        # the configuration of the local builder, key for key: the two backends share checkpoints
-        config = {"job": "score_matrix", "strategy": strategy, "k_d": k_d, "seed": seed,
-                  "n_queries": n_queries, "n_items": n_items,
-                  "queries_sha256": digest_texts(queries), "de_query_sha256": digest_arrays(Q),
-                  "de_item_sha256": digest_arrays(I), "pairs_sha256": digest_arrays(counts, cols)}
-        ckpt = Checkpoint(Path(checkpoint_dir), kind="score_matrix", config=config, n_units=total,
-                          shard_units=shard_size).open()
+    starts, cols, total = plan.starts, plan.cols, plan.total
+    # the local builder's plan and checkpoint: the two backends share checkpoints
+    ckpt = plan.open_checkpoint(checkpoint_dir, shard_size)
     remote_args: Dict[str, Any] = {"num_cpus": float(num_cpus_per_worker)}
     if num_gpus_per_worker:
         remote_args["num_gpus"] = float(num_gpus_per_worker)
@@ -228,9 +178,7 @@ def build_score_matrix_ray(ce_factory: CEFactory, queries: Sequence[Any], n_item
         on_disk = _ON_DISK if ckpt is not None else ""
 
         def partial() -> ScoreMatrix:
-            rows = np.repeat(np.arange(n_queries, dtype=np.int64), counts)
-            return ScoreMatrix(rows[done], cols[done], values[done].astype(np.float32), (n_queries, n_items),
-                               {**info, "pairs_scored": paid[0], "pairs_resumed": resumed})
+            return plan.result(values, done, pairs_scored=paid[0], pairs_resumed=resumed, num_workers=num_workers)
 
         def put(units: np.ndarray, scores: np.ndarray) -> None:
             if ckpt is not None:
@@ -241,8 +189,8 @@ def build_score_matrix_ray(ce_factory: CEFactory, queries: Sequence[Any], n_item
 
         try:
             if ckpt is not None:
-                first = int(np.argmax(counts > 0))
-                probe_units = np.arange(starts[first], starts[first] + min(FINGERPRINT_PAIRS, counts[first]))
+                first = int(np.argmax(plan.counts > 0))
+                probe_units = plan.fingerprint_units()
 
                 def probe() -> np.ndarray:
                     task = ray.remote(_probe).options(**remote_args)

@@ -168,6 +168,109 @@ def _select_pairs(strategy: str, n_queries: int, n_items: int, k_d: int, Q: Opti
     return [i_sorted[bounds[q]:bounds[q + 1]] for q in range(n_queries)]
 
 
+
+# ---------------------------------------------------------------------------- the job: pairs and checkpoint
+@dataclass(frozen=True)
+class PairPlan:
+    """The pairs of one G job in checkpoint order (one unit per (query, item) pair, query-major).
+
+    Built by :func:`plan_score_matrix`; every backend (the local loop here, the Ray
+    pool in :mod:`axn_fast.distributed`) scores these units and keeps them in the
+    same checkpoint, so their checkpoints are interchangeable.
+    """
+
+    n_queries: int
+    n_items: int
+    counts: np.ndarray  # (n_queries,) int64: pairs of each query
+    starts: np.ndarray  # (n_queries + 1,) int64: first unit of each query
+    cols: np.ndarray  # (total,) int64: the item of each unit
+    info: Dict[str, Any]  # strategy, k_d, seed: copied into the result's info
+    config: Dict[str, Any]  # what identifies the job in a checkpoint
+
+    @property
+    def total(self) -> int:
+        return int(self.starts[-1])
+
+    def open_checkpoint(self, checkpoint_dir: Optional[Union[str, "PathLike[str]"]],
+                        shard_size: int) -> Optional[Checkpoint]:
+        """The job's checkpoint in ``checkpoint_dir`` (opened and locked), or None without one."""
+        if checkpoint_dir is None or not self.total:
+            return None
+        return Checkpoint(checkpoint_dir, kind="score_matrix", config=self.config, n_units=self.total,
+                          shard_units=shard_size).open()
+
+    def fingerprint_units(self) -> np.ndarray:
+        """The units that identify the cross-encoder of a checkpoint without ``ce_id``."""
+        first = int(np.argmax(self.counts > 0))
+        return np.arange(self.starts[first], self.starts[first] + min(FINGERPRINT_PAIRS, self.counts[first]))
+
+    def result(self, values: np.ndarray, done: np.ndarray, **info: Any) -> ScoreMatrix:
+        """A :class:`ScoreMatrix` of the units ``done`` (scores in ``values``), ``info`` added."""
+        rows = np.repeat(np.arange(self.n_queries, dtype=np.int64), self.counts)
+        return ScoreMatrix(rows[done], self.cols[done], values[done].astype(np.float32),
+                           (self.n_queries, self.n_items), {**self.info, **info})
+
+
+def check_job_options(batch_size: int, shard_size: int, ce_id: Optional[str],
+                      checkpoint_dir: Optional[Union[str, "PathLike[str]"]]) -> Tuple[int, int]:
+    """Validate the options of a G job that are not part of its pairs; return (batch_size, shard_size)."""
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    shard_size = check_int(shard_size, "shard_size", minimum=1)
+    if ce_id is not None and (not isinstance(ce_id, str) or not ce_id):
+        raise TypeError(f"ce_id must be a non-empty string, got {ce_id!r}")
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, PathLike)):
+        raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
+    return batch_size, shard_size
+
+
+def plan_score_matrix(queries: Sequence[Any], n_items: int, *, strategy: str = "de-topk", k_d: int = 100,
+                      de_query_emb: Optional[Any] = None, de_item_emb: Optional[Any] = None, seed: int = 0,
+                      num_threads: int = 0) -> PairPlan:
+    """Validate a G job and choose its pairs (arguments as in :func:`build_score_matrix`)."""
+    if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
+        raise TypeError(f"queries must be a sequence (list of query texts), got {type(queries).__name__}")
+    n_queries = len(queries)
+    if n_queries < 1:
+        raise ValueError("queries must hold at least one query")
+    n_items = check_int(n_items, "n_items", minimum=1)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "all":
+        k_d = n_items
+    k_d = check_int(k_d, "k_d", minimum=1)
+    limit, what = (n_queries, "the number of queries") if strategy == "per-item" else (n_items, "n_items")
+    if k_d > limit:
+        raise ValueError(f"k_d ({k_d}) must be <= {what} ({limit}) for strategy {strategy!r}")
+    seed = check_int(seed, "seed", minimum=0)
+    Q = I = None
+    if strategy in ("de-topk", "per-item") and (
+            strategy == "de-topk" or de_query_emb is not None or de_item_emb is not None):
+        if de_query_emb is None or de_item_emb is None:
+            raise ValueError(f"strategy {strategy!r} needs both de_query_emb and de_item_emb"
+                             if strategy == "de-topk" else "give both de_query_emb and de_item_emb, or neither")
+        Q = as_float32_array(de_query_emb, "de_query_emb", ndim=(2,))
+        I = as_float32_array(de_item_emb, "de_item_emb", ndim=(2,))
+        if Q.shape[0] != n_queries:
+            raise ValueError(f"de_query_emb has {Q.shape[0]} rows but there are {n_queries} queries")
+        if I.shape[0] != n_items:
+            raise ValueError(f"de_item_emb has {I.shape[0]} rows but n_items is {n_items}")
+        if Q.shape[1] != I.shape[1]:
+            raise ValueError(f"de_query_emb and de_item_emb must have the same dimension, got "
+                             f"{Q.shape[1]} and {I.shape[1]}")
+
+    per_query = _select_pairs(strategy, n_queries, n_items, k_d, Q, I, seed, num_threads)
+    counts = np.array([len(p) for p in per_query], dtype=np.int64)
+    starts = np.zeros(n_queries + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    cols = np.concatenate(per_query) if starts[-1] else np.zeros(0, np.int64)
+    config = {"job": "score_matrix", "strategy": strategy, "k_d": k_d, "seed": seed,
+              "n_queries": n_queries, "n_items": n_items,
+              "queries_sha256": digest_texts(queries), "de_query_sha256": digest_arrays(Q),
+              "de_item_sha256": digest_arrays(I), "pairs_sha256": digest_arrays(counts, cols)}
+    return PairPlan(n_queries, n_items, counts, starts, cols, {"strategy": strategy, "k_d": k_d, "seed": seed},
+                    config)
+
+
 # ---------------------------------------------------------------------------- build
 def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: int, *, strategy: str = "de-topk",
                        k_d: int = 100, de_query_emb: Optional[Any] = None, de_item_emb: Optional[Any] = None,
@@ -219,59 +322,12 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
     """
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(query, ids) -> scores, got {type(ce).__name__}")
-    if isinstance(queries, (str, bytes)) or not hasattr(queries, "__len__"):
-        raise TypeError(f"queries must be a sequence (list of query texts), got {type(queries).__name__}")
-    n_queries = len(queries)
-    if n_queries < 1:
-        raise ValueError("queries must hold at least one query")
-    n_items = check_int(n_items, "n_items", minimum=1)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "all":
-        k_d = n_items
-    k_d = check_int(k_d, "k_d", minimum=1)
-    limit, what = (n_queries, "the number of queries") if strategy == "per-item" else (n_items, "n_items")
-    if k_d > limit:
-        raise ValueError(f"k_d ({k_d}) must be <= {what} ({limit}) for strategy {strategy!r}")
-    seed = check_int(seed, "seed", minimum=0)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    shard_size = check_int(shard_size, "shard_size", minimum=1)
-    if ce_id is not None and (not isinstance(ce_id, str) or not ce_id):
-        raise TypeError(f"ce_id must be a non-empty string, got {ce_id!r}")
-    Q = I = None
-    if strategy in ("de-topk", "per-item") and (
-            strategy == "de-topk" or de_query_emb is not None or de_item_emb is not None):
-        if de_query_emb is None or de_item_emb is None:
-            raise ValueError(f"strategy {strategy!r} needs both de_query_emb and de_item_emb"
-                             if strategy == "de-topk" else "give both de_query_emb and de_item_emb, or neither")
-        Q = as_float32_array(de_query_emb, "de_query_emb", ndim=(2,))
-        I = as_float32_array(de_item_emb, "de_item_emb", ndim=(2,))
-        if Q.shape[0] != n_queries:
-            raise ValueError(f"de_query_emb has {Q.shape[0]} rows but there are {n_queries} queries")
-        if I.shape[0] != n_items:
-            raise ValueError(f"de_item_emb has {I.shape[0]} rows but n_items is {n_items}")
-        if Q.shape[1] != I.shape[1]:
-            raise ValueError(f"de_query_emb and de_item_emb must have the same dimension, got "
-                             f"{Q.shape[1]} and {I.shape[1]}")
-    if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, PathLike)):
-        raise TypeError(f"checkpoint_dir must be a path, got {type(checkpoint_dir).__name__}")
+    batch_size, shard_size = check_job_options(batch_size, shard_size, ce_id, checkpoint_dir)
+    plan = plan_score_matrix(queries, n_items, strategy=strategy, k_d=k_d, de_query_emb=de_query_emb,
+                             de_item_emb=de_item_emb, seed=seed, num_threads=num_threads)
+    n_queries, starts, cols, total = plan.n_queries, plan.starts, plan.cols, plan.total
 
-    per_query = _select_pairs(strategy, n_queries, n_items, k_d, Q, I, seed, num_threads)
-    counts = np.array([len(p) for p in per_query], dtype=np.int64)
-    starts = np.zeros(n_queries + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    total = int(starts[-1])
-    cols = np.concatenate(per_query) if total else np.zeros(0, np.int64)
-    info = {"strategy": strategy, "k_d": k_d, "seed": seed}
-
-    ckpt: Optional[Checkpoint] = None
-    if checkpoint_dir is not None and total:
-        config = {"job": "score_matrix", "strategy": strategy, "k_d": k_d, "seed": seed,
-                  "n_queries": n_queries, "n_items": n_items,
-                  "queries_sha256": digest_texts(queries), "de_query_sha256": digest_arrays(Q),
-                  "de_item_sha256": digest_arrays(I), "pairs_sha256": digest_arrays(counts, cols)}
-        ckpt = Checkpoint(checkpoint_dir, kind="score_matrix", config=config, n_units=total,
-                          shard_units=shard_size).open()
+    ckpt = plan.open_checkpoint(checkpoint_dir, shard_size)
     try:
         if ckpt is not None:
             values, done = ckpt.values[:, 0], ckpt.done
@@ -281,9 +337,7 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
         paid = [0]
 
         def partial() -> ScoreMatrix:
-            rows = np.repeat(np.arange(n_queries, dtype=np.int64), counts)
-            return ScoreMatrix(rows[done], cols[done], values[done].astype(np.float32), (n_queries, n_items),
-                               {**info, "pairs_scored": paid[0], "pairs_resumed": resumed})
+            return plan.result(values, done, pairs_scored=paid[0], pairs_resumed=resumed)
 
         def score(q: int, units: np.ndarray) -> np.ndarray:
             ids = readonly_ids(cols[units])
@@ -311,8 +365,8 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
 
         try:
             if ckpt is not None:
-                first = int(np.argmax(counts > 0))
-                probe_units = np.arange(starts[first], starts[first] + min(FINGERPRINT_PAIRS, counts[first]))
+                probe_units = plan.fingerprint_units()
+                first = int(np.argmax(plan.counts > 0))
                 probed = ckpt.check_identity(ce_id, lambda: score(first, probe_units))
                 if probed is not None and not done[probe_units].all():
                     put(probe_units, probed.astype(np.float32))
