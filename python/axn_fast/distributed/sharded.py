@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import ray
@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from axn_fast._validation import as_float32_array, as_ids, check_int
 from axn_fast.io.files import atomic_write_json, confined, read_json
 from axn_fast.search.index import Index
-from axn_fast.search.protocol import Exclude
+from axn_fast.search.protocol import Exclude, parse_exclude
 
 __all__ = ["ShardedIndex", "merge_topk"]
 
@@ -227,7 +227,7 @@ class ShardedIndex:
         U2 = U.reshape(1, -1) if single else U
         nq = U2.shape[0]
         k = check_int(k, "k", minimum=0)
-        ex_ids, ex_offsets = self._exclusions(exclude, nq)
+        ex_ids, ex_offsets = parse_exclude(exclude, nq, self.n_items)
         if k == 0 or nq == 0:
             S, ids = np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
         else:
@@ -241,22 +241,6 @@ class ShardedIndex:
             S, ids = merge_topk([p[0] for p in parts],
                                 [np.where(p[1] >= 0, p[1] + self._bounds[s], -1) for s, p in enumerate(parts)], k)
         return (S[0], ids[0]) if single else (S, ids)
-
-    def _exclusions(self, exclude: Exclude, nq: int) -> Tuple[Optional[NDArray[np.int64]],
-                                                              Optional[NDArray[np.int64]]]:
-        """(ids, None) for one list for all queries, (ids, CSR offsets) for one list per query."""
-        if exclude is None:
-            return None, None
-        if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
-                isinstance(e, (np.ndarray, list, tuple)) for e in exclude):
-            if len(exclude) != nq:
-                raise ValueError(f"exclude has {len(exclude)} lists but there are {nq} queries; "
-                                 "give one list per query, or a single 1-D array for all")
-            lists = [as_ids(cast(ArrayLike, e), f"exclude[{i}]", self.n_items) for i, e in enumerate(exclude)]
-            offsets = np.zeros(nq + 1, dtype=np.int64)
-            np.cumsum([len(x) for x in lists], out=offsets[1:])
-            return (np.concatenate(lists) if offsets[-1] else _EMPTY), offsets
-        return as_ids(cast(ArrayLike, exclude), "exclude", self.n_items), None
 
     @staticmethod
     def _local(ids: Optional[NDArray[np.int64]], offsets: Optional[NDArray[np.int64]], lo: int, hi: int,

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from axn_fast._validation import as_float32_array, as_ids, check_int
-from axn_fast.search.protocol import Exclude
+from axn_fast.search.protocol import Exclude, parse_exclude
 
 __all__ = ["FaissIndex"]
 
@@ -157,15 +157,13 @@ class FaissIndex:
 
     # ------------------------------------------------------------------ internals
     def _exclusions(self, exclude: Exclude, nq: int) -> Optional[List[NDArray[np.int64]]]:
-        if exclude is None:
+        """None, or the sorted unique excluded ids: one array for all queries, or one per query."""
+        ids, offsets = parse_exclude(exclude, nq, self.n_items)
+        if ids is None:
             return None
-        if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
-                isinstance(e, (np.ndarray, list, tuple)) for e in exclude):
-            if len(exclude) != nq:
-                raise ValueError(f"exclude has {len(exclude)} lists but there are {nq} queries; "
-                                 "give one list per query, or a single 1-D array for all")
-            return [np.unique(as_ids(e, f"exclude[{i}]", self.n_items)) for i, e in enumerate(exclude)]
-        return [np.unique(as_ids(exclude, "exclude", self.n_items))]  # type: ignore[arg-type]
+        if offsets is None:
+            return [np.unique(ids)]
+        return [np.unique(ids[offsets[i]:offsets[i + 1]]) for i in range(nq)]
 
     def _params(self, k: int, width: int, selector: Any) -> Any:
         faiss = _faiss()

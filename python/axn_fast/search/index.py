@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -15,7 +15,7 @@ from axn_fast.io.persistence import Verify, load_vectors, save_vectors
 from axn_fast.search.adaptive import adaptive_search as _adaptive_search
 from axn_fast.search.batch import PerQuery, adaptive_search_batch as _adaptive_search_batch
 from axn_fast.search.normalization import NormalizationLike, as_normalization
-from axn_fast.search.protocol import Exclude
+from axn_fast.search.protocol import Exclude, parse_exclude
 from axn_fast.search.results import SearchResult
 
 __all__ = ["Index"]
@@ -167,20 +167,11 @@ class Index:
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def _exclusions(self, exclude: Exclude, nq: int) -> Tuple[NDArray[np.int64], NDArray[np.int64]]:
-        if exclude is None:
+        """Exclusions in the kernels' CSR form (a shared list is one row the kernel applies to all)."""
+        ids, offsets = parse_exclude(exclude, nq, self.n_items)
+        if ids is None:
             return _EMPTY_IDS, _EMPTY_IDS
-        if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
-                isinstance(e, (np.ndarray, list, tuple)) for e in exclude):
-            if len(exclude) != nq:
-                raise ValueError(f"exclude has {len(exclude)} lists but there are {nq} queries; "
-                                 "give one list per query, or a single 1-D array for all")
-            lists = [as_ids(cast(ArrayLike, e), f"exclude[{i}]", self.n_items) for i, e in enumerate(exclude)]
-            offsets = np.zeros(nq + 1, dtype=np.int64)
-            np.cumsum([len(x) for x in lists], out=offsets[1:])
-            ids = np.concatenate(lists) if offsets[-1] else _EMPTY_IDS
-            return np.ascontiguousarray(ids, dtype=np.int64), offsets
-        ids = as_ids(cast(ArrayLike, exclude), "exclude", self.n_items)
-        return ids, np.array([0, len(ids)], dtype=np.int64)
+        return ids, (offsets if offsets is not None else np.array([0, len(ids)], dtype=np.int64))
 
     def vectors_of(self, ids: ArrayLike) -> NDArray[np.float32]:
         """(len(ids), dim) C-contiguous float32 copy of the rows V[ids]."""

@@ -11,15 +11,41 @@ ties by the smaller id, rows padded with ``-inf`` / ``-1`` where fewer than
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Optional, Protocol, Sequence, Tuple, Union, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["VectorIndex", "Exclude"]
+from axn_fast._validation import as_ids
+
+__all__ = ["VectorIndex", "Exclude", "parse_exclude"]
 
 Exclude = Optional[Union[ArrayLike, Sequence[ArrayLike]]]
 """Ids never returned: one 1-D id array for every query, or a list of one 1-D id array per query."""
+
+
+def parse_exclude(exclude: Exclude, n_queries: int, n_items: int
+                  ) -> Tuple[Optional[NDArray[np.int64]], Optional[NDArray[np.int64]]]:
+    """Validate ``exclude`` for ``n_queries`` queries over ``n_items`` items; the one parser of every index.
+
+    Returns ``(None, None)`` without exclusions; ``(ids, None)`` for one id array
+    shared by every query; ``(ids, offsets)`` for one list per query in CSR form
+    (query i excludes ``ids[offsets[i]:offsets[i + 1]]``; offsets (n_queries + 1,)).
+    Ids are int64 in ``[0, n_items)``; a bad id names the list it came from.
+    """
+    if exclude is None:
+        return None, None
+    if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
+            isinstance(e, (np.ndarray, list, tuple)) for e in exclude):
+        if len(exclude) != n_queries:
+            raise ValueError(f"exclude has {len(exclude)} lists but there are {n_queries} queries; "
+                             "give one list per query, or a single 1-D array for all")
+        lists = [as_ids(cast(ArrayLike, e), f"exclude[{i}]", n_items) for i, e in enumerate(exclude)]
+        offsets = np.zeros(n_queries + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in lists], out=offsets[1:])
+        ids = np.concatenate(lists) if offsets[-1] else np.zeros(0, dtype=np.int64)
+        return np.ascontiguousarray(ids, dtype=np.int64), offsets
+    return as_ids(cast(ArrayLike, exclude), "exclude", n_items), None
 
 
 @runtime_checkable
