@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--n-pool-queries", type=int, default=100)
     ap.add_argument("--pool-size", type=int, default=200)
     ap.add_argument("--protocols", default="rerank,pool")
+    ap.add_argument("--trained-head", default=None, help="score the trained CE with this head (default: its own)")
+    ap.add_argument("--only-trained", action="store_true", help="score the trained CE only")
     ap.add_argument("--limit-s", type=float, default=1e9, help="stop scoring after this many seconds "
                     "(the figures then cover the queries scored so far; re-run to continue)")
     args = ap.parse_args()
@@ -100,8 +102,9 @@ def main() -> None:
     in_top = (top == gold[:, None]).any(1)
 
     untrained = load_cross_encoder(sp.items, "minilm-emb-cos", device="cpu", show_progress_bar=False)
-    trained = load_cross_encoder(sp.items, model=args.delta, device="cpu", show_progress_bar=False)
-    scorers = {"untrained_ce": untrained, "trained_ce": trained}
+    trained = load_cross_encoder(sp.items, model=args.delta, head=args.trained_head, device="cpu",
+                                 show_progress_bar=False)
+    scorers = {"trained_ce": trained} if args.only_trained else {"untrained_ce": untrained, "trained_ce": trained}
     res = {"n_eval_queries": len(queries), "n_items": len(sp.items), "de_full_accuracy_at_1": full_rank1,
            "delta": str(args.delta), "untrained_ce": untrained.config, "trained_ce": trained.config}
     protocols = args.protocols.split(",")

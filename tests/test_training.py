@@ -125,6 +125,12 @@ def test_delta_round_trip(tiny, tmp_path, save_dtype, tol):
     untrained = HFCrossEncoder(tiny, ITEMS, max_length=64, show_progress_bar=False)(qs[0], np.arange(len(ITEMS)))
     assert not np.allclose(untrained, got[0], atol=1e-4)
     assert ce.max_length == 64 and ce.head == "emb-dot"
+    # the emb heads share their parameters: a delta trained with emb-dot may score with emb-cos, not with cls
+    cos = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, head="emb-cos", show_progress_bar=False)
+    dot = got[0].astype(np.float64)
+    assert cos.head == "emb-cos" and not np.allclose(cos(qs[0], np.arange(len(ITEMS))), dot)
+    with pytest.raises(ValueError, match="trained with head 'emb-dot'"):
+        HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, head="cls")
 
 
 def test_wrong_base_is_refused(tiny, tmp_path):

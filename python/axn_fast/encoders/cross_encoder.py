@@ -437,8 +437,8 @@ class HFCrossEncoder(CachedCrossEncoder):
         self._item_len = np.array([len(t) for t in enc], dtype=np.int64)
 
     @classmethod
-    def from_trained(cls, path: Union[str, Path], items: Sequence[str], *, base: Any = None, device: Any = "auto",
-                     dtype: Any = None, batch_size: int = 64,
+    def from_trained(cls, path: Union[str, Path], items: Sequence[str], *, base: Any = None, head: Optional[str] = None,
+                     device: Any = "auto", dtype: Any = None, batch_size: int = 64,
                      max_length: Optional[int] = None, show_progress_bar: Optional[bool] = None,
                      cache: Optional[PairScoreCache] = None) -> "HFCrossEncoder":
         """A CE trained by :func:`~axn_fast.encoders.training.train_cross_encoder` (saved as a delta).
@@ -448,11 +448,18 @@ class HFCrossEncoder(CachedCrossEncoder):
         default: the path recorded in the manifest). The base's weights must
         hash to the manifest's SHA-256, else ValueError; the trained
         parameters then replace the base's. max_length: default the one it
-        was trained with.
+        was trained with. head: default the trained head; "emb-dot" and "emb-cos" share their
+        parameters, so one may score a CE trained with the other.
         """
         torch, transformers = _hf.import_torch_transformers("HFCrossEncoder.from_trained")
         manifest, delta = read_delta(path)
-        head = manifest["head"]
+        trained_head = manifest["head"]
+        if head is None:
+            head = trained_head
+        elif head != trained_head and {head, trained_head} != {"emb-dot", "emb-cos"}:
+            raise ValueError(f"{str(path)!r} was trained with head {trained_head!r}; it can score with "
+                             f"{sorted({trained_head} | ({'emb-dot', 'emb-cos'} if trained_head != 'cls' else set()))}, "
+                             f"not head={head!r}")
         if base is None:
             base = manifest["base"].get("path")
             if not base:

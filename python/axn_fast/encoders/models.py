@@ -48,7 +48,9 @@ DEFAULT_CE = "minilm-wordnet"
 #: all-MiniLM-L6-v2; a delta is a directory under :data:`TRAINED_DIR` holding the trained layers.
 NAMED_CES: Dict[str, Tuple[str, str, Optional[str]]] = {
     # all-MiniLM-L6-v2 trained as an [EMB]-CE on WordNet 3.0 nouns (the shipped subset left out)
-    "minilm-wordnet": ("minilm", "emb-dot", "wordnet-minilm-emb-dot"),
+    # (trained with emb-dot, scored with emb-cos: the cosine removes the item-norm hubs the dot product
+    # learned; see bench/README.md, "Trained cross-encoder")
+    "minilm-wordnet": ("minilm", "emb-cos", "wordnet-minilm-emb-dot"),
     # the untrained model's heads
     "minilm-emb-cos": ("minilm", "emb-cos", None),
     "minilm-emb-dot": ("minilm", "emb-dot", None),
@@ -82,8 +84,6 @@ def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: U
             if not _is_delta(delta):
                 raise FileNotFoundError(f"the trained CE {name!r} is missing its files under {str(delta)!r}; "
                                         "reinstall axn_fast")
-            if head is not None and head != default_head:
-                raise ValueError(f"{name!r} was trained with head {default_head!r}; got head={head!r}")
         head = head or default_head
     elif str(model) != "minilm" and _is_delta(Path(model)):
         delta = Path(model)
@@ -98,7 +98,7 @@ def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: U
             base = recorded["path"]
         if base is None:
             raise ValueError(f"cannot find the base model {recorded.get('name')!r} of the trained CE {str(delta)!r}")
-        return HFCrossEncoder.from_trained(delta, items, base=base, max_length=max_length, **kwargs)
+        return HFCrossEncoder.from_trained(delta, items, base=base, head=head, max_length=max_length, **kwargs)
     path = minilm_path() if str(model) == "minilm" else Path(model)
     return HFCrossEncoder(path, items, head=head or "emb-dot", max_length=128 if max_length is None else max_length,
                           **kwargs)
