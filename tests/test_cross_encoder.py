@@ -331,3 +331,29 @@ def test_concurrent_calls_share_the_cache_consistently():
     assert not errors, errors[0]
     assert ce.n_calls + ce.n_cached == sum(len(ids) for _, ids in jobs)
     assert len(ce.cache) <= 4 * 50
+
+
+def test_roberta_cls_reranker_and_sentence_transformers_run_axn_end_to_end(tmp_path):
+    """A RoBERTa-family `cls` reranker (no token types) and a sentence-transformers CrossEncoder over the
+    same checkpoint both drive AXN: exactly `budget` pairs paid, the reported scores are the CE's own
+    raw logits for the reported ids, and both CEs reach the same ranking."""
+    st = pytest.importorskip("sentence_transformers", reason="the adapter wraps sentence-transformers")
+    import axn_fast
+    from _hf_models import tiny_roberta
+
+    path = tiny_roberta(tmp_path / "roberta_cls", classifier=True)
+    items = [f"{w}: {ITEMS[i % len(ITEMS)]}" for i, w in enumerate(
+        "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split())]
+    V = np.random.default_rng(0).standard_normal((len(items), 8)).astype(np.float32)
+    index = axn_fast.Index(V)
+    hf = HFCrossEncoder(path, items, head="cls", batch_size=4, show_progress_bar=False)
+    sce = SentenceTransformersCE(st.CrossEncoder(str(path), device="cpu"), items, batch_size=4)
+    results = []
+    for ce in (hf, sce):
+        res = index.adaptive_search(QUERY, ce, budget=10, k=3, rounds=2, seed=0)
+        assert ce.n_calls == 10 and len(set(res.scored_ids.tolist())) == 10
+        truth = hand_cls_scores(path, QUERY, [items[i] for i in res.ids])
+        np.testing.assert_allclose(res.scores, truth, rtol=1e-4, atol=1e-5)
+        results.append(res)
+    np.testing.assert_array_equal(results[0].scored_ids[:5], results[1].scored_ids[:5])  # the same first round
+    np.testing.assert_allclose(results[0].scores, results[1].scores, rtol=1e-4, atol=1e-5)
