@@ -35,6 +35,7 @@ COMMANDS = {
     "search": "axn_fast.cli.search",
     "eval": "axn_fast.cli.eval",
     "train-ce": "axn_fast.cli.train_ce",
+    "build-subset": "axn_fast.cli.build_subset",
     "index-cost": "axn_fast.cli.index_cost",
     "serve": "axn_fast.cli.serve",
 }

@@ -365,3 +365,31 @@ def describe(data: EvalData) -> Dict[str, Any]:
     """Sizes of ``data`` for a results file's metadata."""
     return {"data": data.name, "n_test": int(len(data.test)), "n_dev": 0 if data.dev is None else int(len(data.dev)),
             "n_train": int(len(data.train))}
+
+
+def score_wordnet_subset(ds: Any, ce_name: str, checkpoint_dir: PathLike, *, batch_size: int = 64,
+                         device: str = "auto", show_progress_bar: Optional[bool] = None) -> Any:
+    """Fill ``ds.scores`` (a :class:`~axn_fast.datasets.subset.WordNetSubset`) with the dense exact
+    scores of the named cross-encoder (a key of :data:`axn_fast.encoders.models.NAMED_CES`).
+
+    Every (query, item) pair is scored once through :func:`live_scores`, so the job uses the one
+    resumable checkpoint format under ``checkpoint_dir``: an interrupted run started again scores
+    only the pairs still missing. ``ds.ce_config`` is set to the CE's configuration plus its
+    ``name`` (``load_cross_encoder(ds.items, ds.ce_config["name"])`` rebuilds it), and
+    ``ds.meta["build_seconds"]`` to the wall time of the scoring. Returns ``ds``.
+    """
+    import time
+
+    from axn_fast.encoders.cross_encoder import PairScoreCache
+    from axn_fast.encoders.models import load_cross_encoder
+
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    ce = load_cross_encoder(ds.items, ce_name, device=device, batch_size=batch_size,
+                            show_progress_bar=False, cache=PairScoreCache(max_queries=1))
+    ce_id = f"{ce_name}|{sorted((k, str(v)) for k, v in ce.config.items())}"
+    t0 = time.perf_counter()
+    ds.scores = live_scores(ce, ds.n_items, ds.queries, np.arange(ds.n_queries), checkpoint_dir, ce_id=ce_id,
+                            show_progress_bar=show_progress_bar)
+    ds.meta["build_seconds"] = round(time.perf_counter() - t0, 1)
+    ds.ce_config = dict(ce.config, name=ce_name, device=str(ce.device))
+    return ds
