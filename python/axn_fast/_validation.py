@@ -47,21 +47,27 @@ def as_float32_array(x: npt.ArrayLike, name: str, *, ndim: Sequence[int] = (2,),
 
 def as_ids(x: npt.ArrayLike, name: str, n_items: int, *, unique: bool = False) -> npt.NDArray[np.int64]:
     """Return ``x`` as a 1-D int64 array of item ids in ``[0, n_items)``."""
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nesting such as [[1], 2]
+        raise ValueError(f"{name} must be a 1-D array of item ids, got a ragged {type(x).__name__} "
+                         f"numpy cannot make an array of ({exc})") from exc
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if not (np.issubdtype(arr.dtype, np.integer)):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        else:
+        if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))):
             raise TypeError(f"{name} must be an array of integer item ids, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of item ids, got shape {arr.shape}")
-    arr = arr.astype(np.int64, copy=False)
-    lo, hi = int(arr.min()), int(arr.max())
+    # the range is checked in the given dtype, before any cast can wrap (uint64) or saturate (1e20)
+    lo, hi = arr.min().item(), arr.max().item()
     if lo < 0 or hi >= n_items:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} contains id {bad}, outside [0, {n_items}) (the number of items)")
+        raise ValueError(f"{name} contains id {bad:g}, outside [0, {n_items}) (the number of items)"
+                         if isinstance(bad, float) else
+                         f"{name} contains id {bad}, outside [0, {n_items}) (the number of items)")
+    arr = arr.astype(np.int64, copy=False)
     if unique and np.unique(arr).size != arr.size:
         raise ValueError(f"{name} must not contain duplicate ids")
     return np.ascontiguousarray(arr)
@@ -77,6 +83,11 @@ def check_int(value: object, name: str, *, minimum: Optional[int] = None, maximu
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def check_seed(seed: object, name: str = "seed") -> Optional[int]:
+    """``seed`` for ``np.random.default_rng``: None or an int >= 0."""
+    return None if seed is None else check_int(seed, name, minimum=0)
 
 
 def check_float(value: object, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:

@@ -253,6 +253,22 @@ def kept_lengths(lq: np.ndarray, li: np.ndarray, room: int) -> Tuple[np.ndarray,
     return lq_keep, li_keep
 
 
+# models whose position ids start after the padding index (positions 0..padding_idx are never used)
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text")
+
+
+def _max_positions(config: Any) -> Optional[int]:
+    """How many tokens a sequence may hold under ``config``'s learned positions, or None when unbounded."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return None
+    if getattr(config, "position_biased_input", True) is False:  # DeBERTa: relative positions only
+        return None
+    if getattr(config, "model_type", None) in _OFFSET_POSITIONS:
+        n -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return n
+
+
 def encode_pairs(tokenizer: Any, queries: Sequence[str], items: Sequence[str], max_length: int,
                  item_lengths: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Tokenise (query, item) pairs with the tokenizer's own pair template.
@@ -426,6 +442,11 @@ class HFCrossEncoder(CachedCrossEncoder):
         self.tokenizer = tok
         self.model = mdl.to(device=self.device, dtype=self.dtype).eval()
         self._model_id = id(self.model) if isinstance(model, tuple) else None  # a loaded model has no path
+        positions = _max_positions(getattr(mdl, "config", None))
+        if positions is not None and self.max_length > positions:
+            raise ValueError(f"max_length={self.max_length} exceeds the {positions} token positions the model "
+                             f"has (its config's max_position_embeddings="
+                             f"{mdl.config.max_position_embeddings}); pass max_length <= {positions}")
         self._room = self.max_length - _special_pair_tokens(tok)
         if self._room < 2:
             raise ValueError(f"max_length={self.max_length} leaves no room for content tokens")

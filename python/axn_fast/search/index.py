@@ -24,14 +24,24 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _EMPTY_IDS = np.zeros(0, dtype=np.int64)
 
 
+def _is_float16(dtype: Any) -> bool:
+    try:
+        return bool(np.dtype(dtype) == np.float16)
+    except TypeError:  # not a dtype at all: _init names the problem
+        return False
+
+
 class Index:
     """Item embeddings V (n_items, dim) searched by inner product.
 
     Parameters
     ----------
     V : (n_items, dim) array of float
-        Item embeddings. Kept without a copy when it is already a C-contiguous
-        float32 array, so do not modify it afterwards.
+        Item embeddings. With ``dtype="float32"`` it is kept without a copy
+        when it is already a C-contiguous float32 array, so do not modify it
+        afterwards. With ``dtype="float16"`` the index always owns its float32
+        vectors (a copy of V when V is that array already) next to their
+        float16 copy: changing V afterwards does not change the index.
     dtype : "float32" or "float16"
         How the scan reads the items. "float16" also keeps a float16 copy and
         scans that (half the memory traffic), then re-scores in float32 every
@@ -58,6 +68,9 @@ class Index:
         if normalization is not None:
             warnings.warn("Index(normalization=) is deprecated: pass normalization= to adaptive_search "
                           "(the index is vectors and search only)", DeprecationWarning, stacklevel=2)
+        if _is_float16(dtype) and isinstance(V, np.ndarray) and np.may_share_memory(V32, V):
+            # the float16 copy is made now: a later change to V would leave the two copies disagreeing
+            V32 = V32.copy()
         self._init(V32, dtype=dtype, num_threads=num_threads, normalization=normalization)
 
     @classmethod
@@ -83,7 +96,7 @@ class Index:
         self._max_row_norm = None if max_row_norm is None else float(max_row_norm)
         if dtype == "float16":
             if V16 is None:
-                peak = float(np.abs(V32).max())
+                peak = max(float(V32.max()), -float(V32.min()))  # no |V| temporary: peak stays V + V16
                 if peak > _FLOAT16_MAX:
                     raise ValueError(
                         f"V has an entry of magnitude {peak:.3g}, beyond float16's range (65504); "

@@ -35,6 +35,11 @@ def parse_exclude(exclude: Exclude, n_queries: int, n_items: int
     """
     if exclude is None:
         return None, None
+    if isinstance(exclude, (list, tuple)):
+        nested = [isinstance(e, (np.ndarray, list, tuple)) for e in exclude]
+        if any(nested) and not all(nested):
+            raise ValueError("exclude mixes id lists and single ids (e.g. [[1], 2]); give one 1-D id array "
+                             "for every query, or a list of one id list per query")
     if isinstance(exclude, (list, tuple)) and len(exclude) > 0 and all(
             isinstance(e, (np.ndarray, list, tuple)) for e in exclude):
         if len(exclude) != n_queries:
