@@ -7,7 +7,8 @@
   validates the result; an exception from the CE becomes
   :class:`~axn_fast.errors.SearchInterrupted` (``__cause__`` is the CE's
   exception). ``KeyboardInterrupt`` and ``SystemExit`` pass through as they
-  are, so Ctrl-C still stops the program.
+  are, so Ctrl-C still stops the program. With ``timeout=`` (for remote CEs)
+  a call that does not answer in time becomes ``SearchInterrupted`` too.
 * :class:`CallCounter` / :class:`CountingCrossEncoder` count pairs, calls and
   seconds, the one place where CE calls are counted.
 
@@ -16,9 +17,10 @@ already paid for (the search's ledger, the score-matrix builder) attaches it.
 """
 from __future__ import annotations
 
+import numbers
 import threading
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,7 +28,8 @@ from numpy.typing import ArrayLike, NDArray
 from axn_fast.encoders.protocol import CrossEncoder, Ids, Scores
 from axn_fast.errors import CrossEncoderError, SearchInterrupted
 
-__all__ = ["check_scores", "call_ce", "call_ce_batch", "readonly_ids", "CallCounter", "CountingCrossEncoder"]
+__all__ = ["check_scores", "call_ce", "call_ce_batch", "check_timeout", "readonly_ids", "CallCounter",
+           "CountingCrossEncoder"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -112,7 +115,54 @@ def readonly_ids(ids: ArrayLike) -> Ids:
     return out
 
 
-def call_ce(ce: CrossEncoder, query: Any, ids: ArrayLike) -> Scores:
+def check_timeout(timeout: object, name: str = "timeout") -> Optional[float]:
+    """``timeout`` as a float number of seconds > 0, or None (no limit)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
+    value = float(timeout)
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number of seconds > 0 (or None for no limit), got {timeout}")
+    return value
+
+
+class _TimedOut(Exception):
+    """A CE call that did not answer in time (turned into SearchInterrupted by the callers)."""
+
+
+def _within(timeout: Optional[float], call: Callable[[], Any], what: str) -> Any:
+    """``call()``, or :class:`_TimedOut` when it has not returned after ``timeout`` seconds.
+
+    With a timeout the call runs in a daemon worker thread and the caller stops
+    waiting at the deadline. A Python thread cannot be killed: the CE's call
+    goes on in the background until it returns by itself, and its late result
+    (or exception) is discarded. Without a timeout, ``call()`` runs in the
+    caller's thread (no thread, no cost).
+    """
+    if timeout is None:
+        return call()
+    box: Dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["out"] = call()
+        except BaseException as exc:  # handed to the waiting thread below
+            box["exc"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="axn_fast-ce-call", daemon=True).start()
+    if not done.wait(timeout):
+        raise _TimedOut(f"the cross-encoder did not answer within timeout={timeout:g} s while scoring "
+                        f"{what} (its call goes on in a background thread; its result will be discarded)")
+    if "exc" in box:
+        raise box["exc"]
+    return box["out"]
+
+
+def call_ce(ce: CrossEncoder, query: Any, ids: ArrayLike, *, timeout: Optional[float] = None) -> Scores:
     """Return ``ce(query, ids)`` validated by :func:`check_scores`: (len(ids),) float32.
 
     The CE gets a read-only copy of ``ids`` (so reordering it in place cannot
@@ -120,10 +170,18 @@ def call_ce(ce: CrossEncoder, query: Any, ids: ArrayLike) -> Scores:
     :class:`SearchInterrupted` (``partial`` None, ``__cause__`` the CE's
     exception); unusable output becomes :class:`CrossEncoderError`.
     ``KeyboardInterrupt``/``SystemExit`` propagate unchanged.
+
+    timeout : seconds to wait for the CE (e.g. a remote one), None (default) to
+        wait forever. When it expires, :class:`SearchInterrupted` is raised; the
+        CE's call cannot be killed and runs on in a background thread, its
+        result discarded (see :func:`_within`).
     """
+    timeout = check_timeout(timeout)
     handed = readonly_ids(ids)
     try:
-        out = ce(query, handed)
+        out = _within(timeout, lambda: ce(query, handed), f"{handed.size} items")
+    except _TimedOut as exc:
+        raise SearchInterrupted(str(exc)) from None
     except Exception as exc:
         raise SearchInterrupted(
             f"the cross-encoder raised {type(exc).__name__} while scoring {handed.size} items: {exc}"
@@ -131,21 +189,26 @@ def call_ce(ce: CrossEncoder, query: Any, ids: ArrayLike) -> Scores:
     return check_scores(out, handed.size, ids=handed)
 
 
-def call_ce_batch(ce: CrossEncoder, queries: Sequence[Any], ids_per_query: Sequence[ArrayLike]) -> List[Scores]:
+def call_ce_batch(ce: CrossEncoder, queries: Sequence[Any], ids_per_query: Sequence[ArrayLike], *,
+                  timeout: Optional[float] = None) -> List[Scores]:
     """Scores of many queries: one ``ce.score_batch`` call when the CE has it, else one call per query.
 
     Returns one (len(ids_per_query[i]),) float32 array per query, each validated
-    by :func:`check_scores`. Errors as in :func:`call_ce`.
+    by :func:`check_scores`. Errors and ``timeout`` (per CE invocation) as in :func:`call_ce`.
     """
+    timeout = check_timeout(timeout)
     if len(queries) != len(ids_per_query):
         raise ValueError(f"queries and ids_per_query must have the same length, "
                          f"got {len(queries)} and {len(ids_per_query)}")
     handed = [readonly_ids(ids) for ids in ids_per_query]
     score_batch = getattr(ce, "score_batch", None)
     if not callable(score_batch):
-        return [call_ce(ce, q, ids) for q, ids in zip(queries, handed)]
+        return [call_ce(ce, q, ids, timeout=timeout) for q, ids in zip(queries, handed)]
     try:
-        out = score_batch(list(queries), handed)
+        out = _within(timeout, lambda: score_batch(list(queries), handed),
+                      f"{sum(h.size for h in handed)} pairs of {len(handed)} queries")
+    except _TimedOut as exc:
+        raise SearchInterrupted(str(exc)) from None
     except Exception as exc:
         raise SearchInterrupted(
             f"the cross-encoder's score_batch raised {type(exc).__name__} while scoring "

@@ -8,7 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from axn_fast._core import IncrementalLstsq
-from axn_fast._validation import as_float32_array, as_ids, check_float
+from axn_fast._validation import as_float32_array, as_ids, check_float, check_seed
+from axn_fast.encoders.boundary import check_timeout
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.errors import CrossEncoderError
 from axn_fast.search.budget import check_budget, first_round, random_ids, round_sizes, unique_in_order
@@ -22,7 +23,8 @@ __all__ = ["adaptive_search", "round_sizes"]
 
 def adaptive_search(index: VectorIndex, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10, rounds: int = 5,
                     init: Optional[ArrayLike] = None, u0: Optional[ArrayLike] = None, lam: float = 0.0,
-                    seed: Optional[int] = None, normalization: NormalizationLike = None) -> SearchResult:
+                    seed: Optional[int] = None, normalization: NormalizationLike = None,
+                    ce_timeout: Optional[float] = None) -> SearchResult:
     """Find the cross-encoder's top-k items for query ``q`` with exactly ``budget`` CE calls.
 
     index : any :class:`~axn_fast.search.protocol.VectorIndex` over item
@@ -43,10 +45,15 @@ def adaptive_search(index: VectorIndex, q: Any, ce: CrossEncoder, budget: int, *
     u0 : (d,) parametric query embedding (DE or MF_IND) used for round 1 and
         for Eq. 7: u = (1 - lam) * u_linreg + lam * u0.
     lam : weight lambda in [0, 1] of Eq. 7 (needs ``u0`` when > 0).
-    seed : seed of the random first round.
+    seed : seed of the random first round (None or an int >= 0).
     normalization : a :class:`~axn_fast.search.normalization.ScoreNormalization`
         or (alpha, beta): u is fitted to beta (s - alpha) instead of the raw CE
         scores s (AXN paper, A.4); the reported scores stay raw.
+    ce_timeout : seconds each CE call may take (for remote CEs); None (default)
+        waits forever at no cost. A call that does not answer in time raises
+        :class:`axn_fast.SearchInterrupted` with ``.partial``; the CE's call
+        cannot be killed, it runs on in a background thread and its late result
+        is discarded.
 
     After every round, u is refitted to all CE scores so far by minimum-norm
     least squares (Eq. 4, ``pinv(V_A^T V_A) V_A^T a``, solved incrementally in
@@ -69,6 +76,8 @@ def adaptive_search(index: VectorIndex, q: Any, ce: CrossEncoder, budget: int, *
     elif lam > 0:
         raise ValueError("lam > 0 needs u0, the parametric query embedding that Eq. 7 mixes in")
     init_ids = None if init is None else as_ids(init, "init", n)
+    seed = check_seed(seed)
+    ce_timeout = check_timeout(ce_timeout, "ce_timeout")
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
     norm = as_normalization(normalization)
@@ -76,7 +85,7 @@ def adaptive_search(index: VectorIndex, q: Any, ce: CrossEncoder, budget: int, *
         norm = as_normalization(getattr(index, "normalization", None))
 
     solver = IncrementalLstsq(d)
-    ledger = ScoreLedger(q, ce, k)
+    ledger = ScoreLedger(q, ce, k, timeout=ce_timeout)
     rows = np.zeros((0, d), dtype=np.float32)  # V[A]: each row fetched once
     targets = np.zeros(0, dtype=np.float32)
     u: Optional[NDArray[np.float32]] = None

@@ -29,8 +29,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from axn_fast._core import IncrementalLstsq
-from axn_fast._validation import as_float32_array, as_ids, check_float
-from axn_fast.encoders.boundary import call_ce_batch
+from axn_fast._validation import as_float32_array, as_ids, check_float, check_seed
+from axn_fast.encoders.boundary import call_ce_batch, check_timeout
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.errors import CrossEncoderError, PaidWorkInterrupted
 from axn_fast.search.budget import check_budget, first_round, random_ids, round_sizes
@@ -68,11 +68,11 @@ class _Query:
 
     def __init__(self, q: Any, ce: CrossEncoder, *, n: int, d: int, budget: int, k: int, rounds: int,
                  init: Optional[NDArray[np.int64]], u0: Optional[NDArray[np.float32]], lam: float,
-                 seed: Optional[int]) -> None:
+                 seed: Optional[int], timeout: Optional[float]) -> None:
         self.sizes = round_sizes(budget, rounds)
         self.init, self.u0, self.lam, self.seed = init, u0, lam, seed
         self.feed = _Feed(ce)
-        self.ledger = ScoreLedger(q, self.feed, k)
+        self.ledger = ScoreLedger(q, self.feed, k, timeout=timeout)
         self.solver = IncrementalLstsq(d)
         self.rows = np.zeros((0, d), dtype=np.float32)
         self.targets = np.zeros(0, dtype=np.float32)
@@ -120,7 +120,7 @@ def _per_query(value: Any, name: str, nq: int, *, scalar: type) -> List[Any]:
 
 def _validate(index: VectorIndex, queries: Sequence[Any], ce: CrossEncoder, budget: PerQuery[int],
               k: PerQuery[int], rounds: PerQuery[int], init: Any, u0: Any, lam: PerQuery[float],
-              seed: PerQuery[Optional[int]]) -> List[_Query]:
+              seed: PerQuery[Optional[int]], timeout: Optional[float]) -> List[_Query]:
     n, d = index.n_items, index.dim
     nq = len(queries)
     budgets = _per_query(budget, "budget", nq, scalar=numbers.Integral)
@@ -146,10 +146,11 @@ def _validate(index: VectorIndex, queries: Sequence[Any], ce: CrossEncoder, budg
             if u0_i is None and lam_i > 0:
                 raise ValueError("lam > 0 needs u0, the parametric query embedding that Eq. 7 mixes in")
             init_i = None if inits[i] is None else as_ids(inits[i], "init", n)
+            seed_i = check_seed(seeds[i])
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"query {i}: {exc}") from None
         out.append(_Query(q, ce, n=n, d=d, budget=b, k=kk, rounds=int(rounds_[i]), init=init_i, u0=u0_i,
-                          lam=lam_i, seed=seeds[i]))
+                          lam=lam_i, seed=seed_i, timeout=timeout))
     return out
 
 
@@ -196,7 +197,8 @@ def adaptive_search_batch(index: VectorIndex, queries: Sequence[Any], ce: CrossE
                           init: Optional[Sequence[Optional[ArrayLike]]] = None,
                           u0: Optional[Union[ArrayLike, Sequence[Optional[ArrayLike]]]] = None,
                           lam: PerQuery[float] = 0.0, seed: PerQuery[Optional[int]] = None,
-                          normalization: NormalizationLike = None) -> List[SearchResult]:
+                          normalization: NormalizationLike = None,
+                          ce_timeout: Optional[float] = None) -> List[SearchResult]:
     """AXN for ``queries``, all in lockstep; ``out[i]`` equals ``adaptive_search(index, queries[i], ce, ...)``.
 
     index : any :class:`~axn_fast.search.protocol.VectorIndex` (n_items, d).
@@ -211,6 +213,8 @@ def adaptive_search_batch(index: VectorIndex, queries: Sequence[Any], ce: CrossE
     u0 : None, a (n_queries, d) array, or one (d,) embedding (or None) per query.
     lam, seed : one value for every query or one per query.
     normalization : as in ``adaptive_search`` (one for the index).
+    ce_timeout : seconds each CE invocation may take (one ``score_batch`` call,
+        or one per-query call), None for no limit; as in ``adaptive_search``.
 
     Returns one :class:`SearchResult` per query, in order. Per round, the time
     of the batched scan is split evenly among the queries in it and the time of
@@ -233,8 +237,11 @@ def adaptive_search_batch(index: VectorIndex, queries: Sequence[Any], ce: CrossE
     norm = as_normalization(normalization)
     if norm is None:  # the deprecated Index(normalization=), as adaptive_search does
         norm = as_normalization(getattr(index, "normalization", None))
-    states = _validate(index, queries, ce, budget, k, rounds, init, u0, lam, seed)
+    ce_timeout = check_timeout(ce_timeout, "ce_timeout")
     batched = callable(getattr(ce, "score_batch", None))
+    # batched: the timeout guards the one score_batch call; the ledgers then only read its scores
+    states = _validate(index, queries, ce, budget, k, rounds, init, u0, lam, seed,
+                       None if batched else ce_timeout)
     n_rounds = max((len(s.sizes) for s in states), default=0)
 
     for r in range(n_rounds):
@@ -252,7 +259,7 @@ def adaptive_search_batch(index: VectorIndex, queries: Sequence[Any], ce: CrossE
         try:
             if batched:
                 t0 = time.perf_counter()
-                scored = call_ce_batch(ce, [s.ledger.q for s in active], new_ids)
+                scored = call_ce_batch(ce, [s.ledger.q for s in active], new_ids, timeout=ce_timeout)
                 seconds_ce = time.perf_counter() - t0
                 total = max(sum(len(x) for x in new_ids), 1)
                 for s, ids_i, sc in zip(active, new_ids, scored):

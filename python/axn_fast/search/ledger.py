@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from axn_fast.encoders.boundary import call_ce
+from axn_fast.encoders.boundary import call_ce, check_timeout
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.errors import PaidWorkInterrupted
 from axn_fast.search.results import RoundInfo, SearchResult
@@ -30,12 +30,15 @@ class ScoreLedger:
 
     q : the query, handed to ``ce`` untouched. ce : the cross-encoder.
     k : how many results :meth:`result` reports.
+    timeout : seconds each CE call may take (None: no limit), see
+        :func:`~axn_fast.encoders.boundary.call_ce`.
     """
 
-    def __init__(self, q: Any, ce: CrossEncoder, k: int) -> None:
+    def __init__(self, q: Any, ce: CrossEncoder, k: int, *, timeout: Optional[float] = None) -> None:
         self.q = q
         self.ce = ce
         self.k = k
+        self.timeout = check_timeout(timeout)
         self.u: Optional[NDArray[np.float32]] = None  # the latest query embedding, reported with partial results
         self.ids: List[NDArray[np.int64]] = []
         self.scores: List[NDArray[np.float32]] = []
@@ -51,7 +54,7 @@ class ScoreLedger:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         t0 = time.perf_counter()
         try:
-            scores = call_ce(self.ce, self.q, ids)
+            scores = call_ce(self.ce, self.q, ids, timeout=self.timeout)
         except PaidWorkInterrupted as exc:
             exc.partial = self.result()
             exc.args = (str(exc) + _PAID_NOTE,)
