@@ -182,3 +182,17 @@ def test_hf_cross_encoder_max_length_beyond_the_models_positions(tmp_path):
         axn_fast.HFCrossEncoder(path, ["a", "b"], max_length=100000)
     ce = axn_fast.HFCrossEncoder(path, ["a", "b"], max_length=128, show_progress_bar=False)
     assert ce(["x"][0], np.arange(2)).shape == (2,)
+
+
+def test_timeout_reaches_rerank_and_the_index_methods(V):
+    ce = _SlowCE(V, slow_from=1)
+    with pytest.raises(SearchInterrupted, match="timeout") as info:
+        axn_fast.retrieve_and_rerank(np.arange(10), 0, ce, 5, k=2, ce_timeout=0.2)
+    assert info.value.partial.n_ce_calls == 0
+    with pytest.raises(ValueError, match="ce_timeout"):
+        axn_fast.retrieve_and_rerank(np.arange(10), 0, ce, 5, k=2, ce_timeout=0)
+    with pytest.raises(SearchInterrupted, match="timeout"):
+        Index(V).adaptive_search(0, ce, 10, k=2, ce_timeout=0.2)
+    with pytest.raises(SearchInterrupted, match="timeout"):
+        Index(V).adaptive_search_batch([0], ce, 10, k=2, ce_timeout=0.2)
+    ce.release.set()

@@ -1,24 +1,28 @@
 """Retrieve-and-rerank (RNR): score the first candidates with the CE, keep the best."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from axn_fast.encoders.boundary import check_timeout
 from axn_fast.encoders.protocol import CrossEncoder
 from axn_fast.search.ledger import ScoreLedger
 from axn_fast._validation import check_int
 from axn_fast.search.results import SearchResult
 
 
-def retrieve_and_rerank(candidates: ArrayLike, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10) -> SearchResult:
+def retrieve_and_rerank(candidates: ArrayLike, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10,
+                        ce_timeout: Optional[float] = None) -> SearchResult:
     """Score the first ``budget`` distinct ``candidates`` with ``ce`` and return the top-k.
 
     candidates : ranked 1-D array of item ids (best first), e.g. a dual-encoder's
         or BM25's top items; duplicates are scored once. When fewer than
         ``budget`` distinct candidates exist, all of them are scored.
     ce : ``ce(q, ids) -> scores``, called once.
+    ce_timeout : seconds the CE call may take (None: no limit); past it,
+        :class:`axn_fast.SearchInterrupted` (as in ``adaptive_search``).
     Returns a :class:`SearchResult` (``u`` is None, one round).
     """
     budget = check_int(budget, "budget", minimum=1)
@@ -39,6 +43,6 @@ def retrieve_and_rerank(candidates: ArrayLike, q: Any, ce: CrossEncoder, budget:
     if not callable(ce):
         raise TypeError(f"ce must be callable as ce(q, ids) -> scores, got {type(ce).__name__}")
     _, first = np.unique(cand, return_index=True)
-    scored = ScoreLedger(q, ce, k)
+    scored = ScoreLedger(q, ce, k, timeout=check_timeout(ce_timeout, "ce_timeout"))
     scored.score(cand[np.sort(first)][:budget])
     return scored.result()

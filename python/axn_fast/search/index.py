@@ -199,25 +199,27 @@ class Index:
 
     def adaptive_search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int = 10, rounds: int = 5,
                         init: Optional[ArrayLike] = None, u0: Optional[ArrayLike] = None, lam: float = 0.0,
-                        seed: Optional[int] = None, normalization: NormalizationLike = None) -> SearchResult:
+                        seed: Optional[int] = None, normalization: NormalizationLike = None,
+                        ce_timeout: Optional[float] = None) -> SearchResult:
         """AXN (Algorithm 1 of the AXN paper): budgeted k-NN search with a cross-encoder.
 
         See :func:`axn_fast.search.adaptive.adaptive_search` for the parameters.
         """
         return _adaptive_search(self, q, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
-                                seed=seed, normalization=normalization)
+                                seed=seed, normalization=normalization, ce_timeout=ce_timeout)
 
     def adaptive_search_batch(self, queries: Sequence[Any], ce: CrossEncoder, budget: PerQuery[int], *,
                               k: PerQuery[int] = 10, rounds: PerQuery[int] = 5,
                               init: Optional[Sequence[Optional[ArrayLike]]] = None,
                               u0: Optional[Union[ArrayLike, Sequence[Optional[ArrayLike]]]] = None,
                               lam: PerQuery[float] = 0.0, seed: PerQuery[Optional[int]] = None,
-                              normalization: NormalizationLike = None) -> List[SearchResult]:
+                              normalization: NormalizationLike = None,
+                              ce_timeout: Optional[float] = None) -> List[SearchResult]:
         """AXN for many queries in lockstep (one batched scan and one CE call per round); ``out[i]``
         equals :meth:`adaptive_search` for ``queries[i]``. See
         :func:`axn_fast.search.batch.adaptive_search_batch` for the parameters."""
         return _adaptive_search_batch(self, queries, ce, budget, k=k, rounds=rounds, init=init, u0=u0, lam=lam,
-                                      seed=seed, normalization=normalization)
+                                      seed=seed, normalization=normalization, ce_timeout=ce_timeout)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Union[str, Path], *, overwrite: bool = False) -> Path:
