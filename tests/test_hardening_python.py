@@ -152,6 +152,8 @@ def test_no_timeout_runs_in_the_callers_thread(V):
     (np.array([2**64 - 1], dtype=np.uint64), "id 18446744073709551615"),
     ([1e20], "id 1e\\+20"),
     ([-1e20], "id -1e\\+20"),
+    ([2**70], "id 1180591620717411303424"),
+    ([-1, 2**64 - 1], "id -1,"),
 ])
 def test_bad_exclude_is_named(V, exclude, match):
     idx = Index(V)

@@ -54,6 +54,12 @@ def as_ids(x: npt.ArrayLike, name: str, n_items: int, *, unique: bool = False) -
                          f"numpy cannot make an array of ({exc})") from exc
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if arr.dtype == object and arr.ndim == 1:  # Python ints beyond int64/uint64 (e.g. 2**70) make object arrays
+        values = arr.tolist()
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+            bad = next((int(v) for v in values if not 0 <= v < n_items), None)
+            if bad is not None:
+                raise ValueError(f"{name} contains id {bad}, outside [0, {n_items}) (the number of items)")
     if not (np.issubdtype(arr.dtype, np.integer)):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
                 and np.all(arr == np.round(arr))):
