@@ -230,3 +230,21 @@ if given is not None:
         got = top_new(x, n, exclude if exclude.size else None)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(x, np.array(values, dtype=np.float32))  # input untouched
+
+
+def _mean_recall(cur, S, rows, budget, k=10):
+    return np.mean([_recall(cur.search(q, _dense(S), budget, k=k).scored_ids, _truth(S, q, k)) for q in rows])
+
+
+def test_improved_anncur_does_not_collapse_when_k_i_equals_n_train():
+    # 60 train rows, m=100, k=10: the default 0.6 split gives k_i = 60 = n_train, a square and
+    # ill-conditioned C; with a round-off pinv cutoff recall fell to ~0.2 against ~0.7 at k_i=50
+    S = low_rank_scores(160, 1000, 10, 0.3, seed=3).scores
+    rows = range(60, 160)
+    at = {k_i: _mean_recall(ANNCUR(S[:60], k_i, variant="improved", seed=0), S, rows, 100) for k_i in (50, 60)}
+    assert at[60] >= at[50] - 0.1, at
+    # the reference variant keeps the authors' cutoff (and its collapse)
+    ref = _mean_recall(ANNCUR(S[:60], 60, variant="reference", seed=0), S, rows, 100)
+    assert ref < at[60] - 0.3
+    with pytest.raises(ValueError, match="rcond"):
+        ANNCUR(S[:60], 60, variant="reference", rcond=0.1)
