@@ -2,7 +2,8 @@
 
 Keys (:data:`METHODS`): ``rnr-de``, ``rnr-tfidf``, ``rnr-bm25`` (retrieve-and-rerank from
 the DE, TF-IDF or BM25), ``anncur-ref``, ``anncur`` (ANNCUR, reference and improved),
-``adacur``, ``tour-ce``, ``tour-mse``, ``axn`` (λ = 0) and ``axn-dev`` (λ chosen on dev).
+``adacur``, ``tour-ce``, ``tour-mse`` (learning rate chosen on dev from the TOUR paper's grid,
+``LR_GRID``, when there is a dev split), ``axn`` (λ = 0) and ``axn-dev`` (λ chosen on dev).
 First rounds come from the DE when there are DE embeddings (else from TF-IDF).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from axn_fast.evaluation.data import EvalData
 from axn_fast.evaluation.index_cost import de_dstl_methods, distilled_embeddings
 from axn_fast.indexing.normalization import estimate_normalization
 from axn_fast.methods import baselines as B
+from axn_fast.methods.tour import LR_GRID
 from axn_fast.search.normalization import ScoreNormalization
 from axn_fast.search.index import Index
 
@@ -146,8 +148,11 @@ def build_methods(data: EvalData, config: MethodConfig) -> Tuple[List[B.Method],
             if key == "rnr-de":
                 methods.append(B.RetrieveRerank("RNR (DE)", de_ranked))
             elif key in ("tour-ce", "tour-mse"):
-                methods.append(B.TOURMethod(item_emb, query_emb, loss="kl" if key == "tour-ce" else "mse",
-                                            rounds=config.rounds, init=de_ranked, normalization=norm))
+                loss = "kl" if key == "tour-ce" else "mse"
+                # the learning rate is chosen on dev like λ (TOUR paper); without dev, the paper's default
+                methods.append(B.TOURMethod(item_emb, query_emb, loss=loss, rounds=config.rounds, init=de_ranked,
+                                            normalization=norm,
+                                            lrs=None if data.dev is None else LR_GRID[loss]))
             else:
                 methods.append(B.AXNMethod(index, query_emb=query_emb, init=de_ranked, rounds=config.rounds,
                                            lams=(0.0,) if key == "axn" else config.lams, seed=config.seed,

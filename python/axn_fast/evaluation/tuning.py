@@ -1,7 +1,7 @@
 """Running a method over a set of queries, and choosing a method's setting on dev queries.
 
 One implementation serves :func:`axn_fast.evaluate` (AXN's λ, ANNCUR's k_i/k_r split,
-per (k, m), on the dev split) and the demo (λ on the train+dev queries): every setting
+TOUR's learning rate, per (k, m), on the dev split) and the demo (λ on the train+dev queries): every setting
 of the method's ``grid(budget)`` is run on the tuning queries, and the setting with the
 best mean Top-k-Recall wins, the first one on ties.
 """

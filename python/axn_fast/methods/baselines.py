@@ -217,17 +217,34 @@ class ADACURMethod(Method):
 
 class TOURMethod(Method):
     """TOUR-CE / TOUR-MSE from each query's embedding ``query_emb[q]``; ``item_emb`` an
-    (n_items, d) array or any :class:`~axn_fast.search.protocol.VectorIndex`; ``init`` as for AXN."""
+    (n_items, d) array or any :class:`~axn_fast.search.protocol.VectorIndex`; ``init`` as for AXN.
+
+    lr: the learning rate when nothing is tuned (default: the paper's, ``DEFAULT_LR``);
+    lrs: learning rates to choose from on dev queries (e.g. :data:`axn_fast.methods.tour.LR_GRID`
+    ``[loss]``, as the TOUR paper did per dataset); None or one value: nothing tuned.
+    """
 
     def __init__(self, item_emb: ArrayLike | VectorIndex, query_emb: ArrayLike, *, loss: str = "kl",
                  lr: Optional[float] = None, rounds: int = 5, init: Optional[ArrayLike] = None,
-                 normalization: NormalizationLike = None, name: Optional[str] = None) -> None:
+                 normalization: NormalizationLike = None, name: Optional[str] = None,
+                 lrs: Optional[Sequence[float]] = None) -> None:
         self.tour = TOUR(item_emb, loss=loss, lr=lr, normalization=normalization)
         self.query_emb = as_float32_array(query_emb, "query_emb", ndim=(2,), dim=self.tour.dim)
         self.init = None if init is None else _per_query(init, "init", ids=True)
         self.rounds = check_int(rounds, "rounds", minimum=1)
+        self.lrs = None if lrs is None else [check_float(x, "lrs", minimum=0.0) for x in lrs]
+        if self.lrs is not None and not self.lrs:
+            raise ValueError("lrs must hold at least one learning rate (or be None)")
         self.name = name or ("TOUR-CE" if loss == "kl" else "TOUR-MSE")
 
-    def search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int, **params: Any) -> SearchResult:
+    def grid(self, budget: int) -> List[Dict[str, Any]]:
+        if self.lrs is None or len(self.lrs) == 1:
+            return [{}]
+        return [{"lr": x} for x in self.lrs]
+
+    def search(self, q: Any, ce: CrossEncoder, budget: int, *, k: int, lr: Optional[float] = None,
+               **params: Any) -> SearchResult:
+        if lr is None and self.lrs is not None:
+            lr = self.lrs[0]
         return self.tour.search(q, ce, budget, u0=self.query_emb[q], k=k, rounds=self.rounds,
-                                init=None if self.init is None else self.init[q])
+                                init=None if self.init is None else self.init[q], lr=lr)

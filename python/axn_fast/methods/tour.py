@@ -32,6 +32,8 @@ from axn_fast.search.results import SearchResult
 
 LOSSES = ("kl", "mse")
 DEFAULT_LR = {"kl": 0.1, "mse": 1e-3}
+#: The learning rates the TOUR paper chose from per dataset (the default first, so that it wins ties).
+LR_GRID = {"kl": (0.1, 0.5, 1.0), "mse": (1e-3, 1e-2, 1e-4)}
 
 
 def _softmax(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -92,8 +94,10 @@ class TOUR:
         self.normalization = as_normalization(normalization)
 
     def search(self, q: Any, ce: CrossEncoder, budget: int, *, u0: ArrayLike, k: int = 10, rounds: int = 5,
-               init: Optional[ArrayLike] = None) -> SearchResult:
+               init: Optional[ArrayLike] = None, lr: Optional[float] = None) -> SearchResult:
         """Search for query ``q`` starting from its embedding ``u0`` (d,).
+
+        lr: learning rate of this search (default: the one given at construction).
 
         init: ranked candidate ids, best first; the first ``budget/rounds`` distinct ones
             form round 1, and when there are fewer, the rest are the top items under ``u0``
@@ -101,6 +105,7 @@ class TOUR:
             items under ``u0``.
         """
         rounds = check_int(rounds, "rounds", minimum=1)
+        step = self.lr if lr is None else check_float(lr, "lr", minimum=0.0)
         budget, k = check_budget(budget, k, self.n_items, rounds=rounds)
         u = as_float32_array(u0, "u0", ndim=(1,), dim=self.dim).astype(np.float64)
         init_ids = None if init is None else as_ids(init, "init", self.n_items)
@@ -123,7 +128,7 @@ class TOUR:
             if self.normalization is not None:
                 targets = self.normalization.targets(targets, dtype=np.float64)
             _, grad = tour_loss_and_grad(u, rows, targets, self.loss)
-            u = u - self.lr * grad
+            u = u - step * grad
             fit = rows.astype(np.float64) @ u - targets
             acc.rounds[-1].fit_rmse = float(np.sqrt(np.mean(fit * fit)))
             acc.rounds[-1].seconds_solve = time.perf_counter() - t1
