@@ -100,7 +100,11 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="validation has shape"):
         factorize(G, dim=4, validation=ScoreMatrix(held[0], held[1], held[2], (301, 400)))
     with pytest.raises(ValueError, match="need validation"):
-        factorize(G, dim=4, patience=2)
+        factorize(G, dim=4, patience=2, val_fraction=0.0)
+    with pytest.raises(ValueError, match="val_fraction"):
+        factorize(G, dim=4, val_fraction=0.9)
+    with pytest.raises(ValueError, match="reg"):
+        factorize(G, dim=4, reg="strong")
     with pytest.raises(TypeError, match="G must be"):
         factorize(np.zeros((3, 3)), dim=4)
     with pytest.raises(ValueError, match="lr must be > 0"):
@@ -117,3 +121,33 @@ def test_learning_rate_schedule_is_inverse_time():
     a = factorize(G, dim=4, epochs=3, lr=0.04, lr_decay=0.5, seed=0)[1]
     b = factorize(G, dim=4, epochs=3, lr=0.04, lr_decay=0.0, seed=0)[1]
     assert not np.array_equal(a, b)
+
+
+def _planted_sparse(n=2000, m=5000, per_row=57, rank=8, noise=0.05, seed=0):
+    """A planted rank-8 matrix as sparse as a CE score matrix G (57 entries per row, 23 per
+    column), values of unit std, and as many held-out entries as observed ones."""
+    rng = np.random.default_rng(seed)
+    A, B = rng.standard_normal((n, rank)), rng.standard_normal((m, rank))
+    nnz = n * per_row
+    flat = rng.choice(n * m, size=2 * nnz, replace=False)
+    r, c = flat // m, flat % m
+    v = (np.einsum("ij,ij->i", A[r], B[c]) / np.sqrt(rank) + noise * rng.standard_normal(2 * nnz)).astype(np.float32)
+    return (ScoreMatrix(r[:nnz], c[:nnz], v[:nnz], (n, m)), ScoreMatrix(r[nnz:], c[nnz:], v[nnz:], (n, m)),
+            float(v.std()))
+
+
+def test_defaults_do_not_overfit_a_sparse_matrix():
+    G, held, std = _planted_sparse()
+    U, V, hist = factorize(G, dim=16, seed=0, num_threads=1)
+    err = rmse(held, U, V)
+    assert err < 0.7 * std, (err, std)  # the former defaults gave ~1.03 x std: worse than predicting 0
+    # the automatic hold-out: 5% of G, reported, early stopping on it, best epoch returned
+    assert hist.held_out == round(0.05 * G.nnz) and len(hist.val_rmse) == len(hist.train_rmse)
+    assert hist.val_rmse[hist.best_epoch] == min(hist.val_rmse)
+    assert hist.reg == pytest.approx(0.15 * np.sqrt(np.mean(G.vals.astype(np.float64) ** 2)) * 16
+                                     / min(0.95 * G.nnz / 2000, 0.95 * G.nnz / 5000), rel=0.05)
+    # explicit settings are honoured as given: no hold-out with val_fraction=0 or a validation set
+    _, _, h0 = factorize(G, dim=16, seed=0, num_threads=1, epochs=3, lr=0.01, reg=0.01, val_fraction=0.0)
+    assert h0.held_out == 0 and h0.val_rmse == [] and (h0.lr0, h0.reg) == (0.01, 0.01)
+    _, _, h1 = factorize(G, dim=16, seed=0, num_threads=1, epochs=3, validation=held)
+    assert h1.held_out == 0 and len(h1.val_rmse) == 3

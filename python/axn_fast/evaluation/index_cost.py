@@ -460,7 +460,7 @@ def run_index_cost(data: EvalData, out_dir: PathLike, *, config: IndexCostConfig
             def build_trns() -> Tuple[List[Method], IndexCost]:
                 t0 = time.perf_counter()
                 _, V, _ = factorize(Gn, U0=Qtr, V0=I, epochs=config.trns_epochs, lr=config.trns_lr, reg=0.01,
-                                    seed=config.seed, num_threads=config.num_threads, show_progress_bar=False)
+                                    val_fraction=0.0, seed=config.seed, num_threads=config.num_threads, show_progress_bar=False)
                 secs = time.perf_counter() - t0
                 return ([AXNMethod(Index(V), query_emb=Q, init=de_ranked, rounds=config.rounds, seed=config.seed,
                                    normalization=norm, name="AXN over MF_TRNS")],
