@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import axn_fast
+from axn_fast.methods.baselines import ANNCURMethod
 from axn_fast.methods.cur import ADACUR, ANNCUR
 from axn_fast.datasets.synthetic import low_rank_scores
 
@@ -46,11 +47,25 @@ def test_anncur_recovers_exact_low_rank_matrix(rank5, variant, k_i):
         assert res.n_ce_calls == k_i + 10
 
 
+def _script_anchors(n_items, k_i, seed):
+    """The authors' evaluation script: one generator per seed walks its whole k_i grid, ascending."""
+    base = [1, 10, 50, 100, 200, 500, 1000]
+    cur_vals = base + [int(k * f) for k in base for f in np.arange(0.1, 1.0, 0.1)]
+    grid = [v for v in [10, 50, 100, 200, 500, 1000, 2000] if v < n_items] + [n_items]
+    grid = sorted(set(grid + cur_vals))
+    rng = np.random.default_rng(seed)
+    drawn = {}
+    for v in grid:
+        if v > n_items:  # where the script itself would stop (rng.choice refuses)
+            break
+        drawn[v] = sorted(rng.choice(n_items, size=v, replace=False))
+    return drawn[k_i]
+
+
 def _transcription(S_train, S_test_row, k_i, k_r, k, seed):
     """The rule of issue 5, written out line by line."""
     n_items = S_train.shape[1]
-    rng = np.random.default_rng(seed)
-    anchors = sorted(rng.choice(n_items, k_i, replace=False))
+    anchors = _script_anchors(n_items, k_i, seed)
     C = S_train[:, anchors]
     U = np.linalg.pinv(C)
     E = U @ S_train
@@ -103,9 +118,9 @@ def test_improved_variant_never_worse_on_average():
     d = low_rank_scores(200, 1000, 10, 0.5, seed=7)
     S = d.scores
     rec = {}
-    for variant in ("reference", "improved"):
-        cur = ANNCUR(S[:100], 40, variant=variant, seed=0)
+    for variant in ("reference", "improved"):  # the variants draw different anchors: average over seeds
         rec[variant] = np.mean([_recall(cur.search(q, _dense(S), 100, k=10).scored_ids, _truth(S, q, 10))
+                                for seed in range(4) for cur in [ANNCUR(S[:100], 40, variant=variant, seed=seed)]
                                 for q in range(100, 200)])
     assert rec["improved"] >= rec["reference"]
 
@@ -248,3 +263,20 @@ def test_improved_anncur_does_not_collapse_when_k_i_equals_n_train():
     assert ref < at[60] - 0.3
     with pytest.raises(ValueError, match="rcond"):
         ANNCUR(S[:60], 60, variant="reference", rcond=0.1)
+
+
+def test_reference_anchors_follow_the_authors_single_stream():
+    S = low_rank_scores(40, 300, 5, 0.3, seed=2).scores
+    for k_i in (5, 10, 40, 120, 300):
+        ref = ANNCUR(S, k_i, variant="reference", seed=7)
+        np.testing.assert_array_equal(ref.anchors, _script_anchors(300, k_i, 7))
+    # a fresh generator per k_i (the improved variant, and the reference before) draws other anchors
+    fresh = np.sort(np.random.default_rng(7).choice(300, 40, replace=False))
+    assert not np.array_equal(ANNCUR(S, 40, variant="reference", seed=7).anchors, fresh)
+    np.testing.assert_array_equal(ANNCUR(S, 40, variant="improved", seed=7).anchors, fresh)
+    with pytest.raises(ValueError, match="k_i values of the authors' script"):
+        ANNCUR(S, 11, variant="reference")
+    ANNCUR(S, 11, variant="improved")  # any k_i
+    # the evaluator's reference ANNCUR only offers k_i the script draws
+    assert [p["n_anchors"] for p in ANNCURMethod(S, variant="reference").grid(50)] == [10, 20, 25, 30, 40]
+    assert [p["n_anchors"] for p in ANNCURMethod(S, variant="reference").grid(37)] == [7, 15, 30]

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from axn_fast._validation import as_float32_array, check_float, check_int
 from axn_fast.encoders.protocol import CrossEncoder
-from axn_fast.methods.cur import ADACUR, ANNCUR, VARIANTS
+from axn_fast.methods.cur import ADACUR, ANNCUR, VARIANTS, reference_anchor_grid
 from axn_fast.methods.rerank import retrieve_and_rerank
 from axn_fast.methods.tour import TOUR
 from axn_fast.search.adaptive import adaptive_search
@@ -157,7 +157,8 @@ class ANNCURMethod(Method):
     train_scores: (n_train, n_items) dense exact CE scores of the train queries.
     variant: "reference" or "improved" (see :class:`axn_fast.methods.cur.ANNCUR`).
     fractions: candidate shares of the budget given to anchors (k_i = round(f * budget));
-        or n_anchors: fixed k_i values to choose from (those < budget are used).
+        or n_anchors: fixed k_i values to choose from (those < budget are used). The reference
+        variant keeps only the k_i of the authors' grid (:func:`~axn_fast.methods.cur.reference_anchor_grid`).
     """
 
     def __init__(self, train_scores: ArrayLike, *, variant: str = "improved",
@@ -180,6 +181,9 @@ class ANNCURMethod(Method):
         else:
             cands = [min(max(1, int(round(f * budget))), budget - 1) for f in self.fractions]
         cands = sorted(set(c for c in cands if 1 <= c <= self.train_scores.shape[1]))
+        if self.variant == "reference":  # the k_i the authors' script draws anchors for
+            allowed = set(reference_anchor_grid(self.train_scores.shape[1]))
+            cands = [c for c in cands if c in allowed]
         if not cands:
             raise ValueError(f"{self.name}: no k_i / k_r split fits budget {budget}")
         return [{"n_anchors": c} for c in cands]

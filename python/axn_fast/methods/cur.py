@@ -16,7 +16,7 @@ Both need *dense* train rows: every train query scored against every item.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -50,6 +50,40 @@ def pinv_float32(C: NDArray[Any]) -> NDArray[Any]:
 IMPROVED_RCOND = 3e-2
 
 
+def reference_anchor_grid(n_items: int) -> List[int]:
+    """The k_i values, ascending, for which the authors' evaluation script (iesl/anncur,
+    ``eval/run_retrieval_eval_wrt_exact_crossenc_w_fixed_train_test_splits.py``) draws anchors
+    from one generator: the k_r values 1, 10, 50, ..., 1000 and ``int(k_r * f)`` for
+    ``f = numpy.arange(0.1, 1.0, 0.1)``, the anchor counts 10, 50, ..., 2000 below ``n_items``,
+    and ``n_items``. Values above ``n_items`` (which the script cannot draw) are left out; the
+    0 of ``int(1 * 0.1)`` is kept, since the script draws it too (an empty draw)."""
+    n_items = check_int(n_items, "n_items", minimum=1)
+    k_r = (1, 10, 50, 100, 200, 500, 1000)
+    fractions = np.arange(0.1, 1.0, 0.1)
+    values = set(k_r) | {int(k * f) for k in k_r for f in fractions}
+    values |= {v for v in (10, 50, 100, 200, 500, 1000, 2000) if v < n_items} | {n_items}
+    return sorted(v for v in values if v <= n_items)
+
+
+def reference_anchors(n_items: int, n_anchors: int, seed: Optional[int]) -> NDArray[np.int64]:
+    """The anchors the authors' script uses for ``n_anchors`` items: one
+    ``numpy.random.default_rng(seed)`` walks :func:`reference_anchor_grid` in ascending order,
+    drawing ``sorted(rng.choice(n_items, k_i, replace=False))`` for every k_i up to ``n_anchors``.
+
+    Raises ValueError when ``n_anchors`` is not in that grid.
+    """
+    grid = reference_anchor_grid(n_items)
+    if n_anchors not in grid:
+        raise ValueError(f"n_anchors must be one of the k_i values of the authors' script for the reference "
+                         f"variant ({n_items} items: {grid}), got {n_anchors}")
+    rng = np.random.default_rng(seed)
+    for k_i in grid:
+        drawn = sorted(rng.choice(n_items, k_i, replace=False))
+        if k_i == n_anchors:
+            return np.asarray(drawn, dtype=np.int64)
+    raise AssertionError("unreachable: n_anchors is in the grid")  # pragma: no cover
+
+
 class ANNCUR:
     """ANNCUR with ``n_anchors`` (k_i) anchor items drawn at random.
 
@@ -67,8 +101,10 @@ class ANNCUR:
             rank-r matrix is recovered exactly for any k_i >= r (the reference cutoff,
             numpy's 1e-15, recovers it only when C has full column rank, e.g. k_i = r) and
             a noisy C does not collapse when k_i is close to n_train (square C).
-        seed: anchors are ``sorted(numpy.random.default_rng(seed).choice(n_items, k_i,
-            replace=False))``, as in the authors' code.
+        seed: in the improved variant, anchors are ``sorted(numpy.random.default_rng(seed).choice(
+            n_items, k_i, replace=False))``; in the reference variant, the draw the authors'
+            evaluation script makes for this k_i from its one generator per seed
+            (:func:`reference_anchors`; k_i must be a value of :func:`reference_anchor_grid`).
         rcond: relative singular-value cutoff of ``pinv(C)`` for the improved variant (default
             :data:`IMPROVED_RCOND`); the reference variant keeps numpy's default and refuses it.
 
@@ -90,8 +126,11 @@ class ANNCUR:
             IMPROVED_RCOND if rcond is None else check_float(rcond, "rcond", minimum=0.0, maximum=1.0))
         self.variant = variant
         self.n_items = n_items
-        rng = np.random.default_rng(seed)
-        self.anchors = np.asarray(sorted(rng.choice(n_items, self.n_anchors, replace=False)), dtype=np.int64)
+        if variant == "reference":
+            self.anchors = reference_anchors(n_items, self.n_anchors, seed)
+        else:
+            rng = np.random.default_rng(seed)
+            self.anchors = np.asarray(sorted(rng.choice(n_items, self.n_anchors, replace=False)), dtype=np.int64)
         C = S[:, self.anchors]
         # (k_i, n_train), float32 in, float32 out; the reference keeps numpy's default cutoff
         U = np.linalg.pinv(C) if variant == "reference" else np.linalg.pinv(C, rcond=self.rcond)
