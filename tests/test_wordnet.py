@@ -130,7 +130,7 @@ def test_save_load_roundtrip(shipped, tmp_path):
     assert again.items == shipped.items and again.queries == shipped.queries
     np.testing.assert_array_equal(again.gold, shipped.gold)
     np.testing.assert_array_equal(again.scores, shipped.scores)  # float16 -> float32 -> float16 is exact
-    with pytest.raises(FileNotFoundError, match="build_wordnet_subset"):
+    with pytest.raises(FileNotFoundError, match="axn-fast build-subset"):
         load_wordnet_subset(tmp_path / "nowhere")
 
 

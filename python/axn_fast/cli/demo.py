@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int_range(1), default=64, help="CE pairs per forward pass (default 64)")
     parser.add_argument("--output", default="axn_demo_recall.png",
                         help="where to write the recall-vs-budget plot (default ./axn_demo_recall.png)")
-    parser.add_argument("--data", default=None, help="a directory written by build_wordnet_subset "
+    parser.add_argument("--data", default=None, help="a directory written by axn-fast build-subset "
                                                      "(default: the subset shipped with the package)")
     bar = parser.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,

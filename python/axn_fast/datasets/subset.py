@@ -1,7 +1,7 @@
 """The shipped WordNet subset: item/query texts, splits and the exact CE score matrix.
 
 Two files under ``axn_fast/datasets/data/`` (regenerate them with
-``python -m axn_fast.datasets.build_wordnet_subset``):
+``axn-fast build-subset``):
 
 - ``wordnet_subset.json.gz``: texts, gold ids, splits, WordNet offsets and the
   CE configuration the scores were made with;
@@ -108,7 +108,7 @@ def load_wordnet_subset(path: Union[str, "os.PathLike[str]", None] = None) -> Wo
         if not f.is_file():
             raise FileNotFoundError(
                 f"{str(f)!r} not found; rebuild the subset with "
-                "`python -m axn_fast.datasets.build_wordnet_subset --out-dir DIR`"
+                "`axn-fast build-subset --out-dir DIR`"
             )
     with gzip.open(texts, "rb") as gz:
         doc = json.loads(gz.read().decode("utf-8"))
