@@ -51,8 +51,8 @@ from axn_fast._validation import check_float, check_int
 from axn_fast.encoders import _hf
 from axn_fast.encoders.delta import MANIFEST_FILE, read_delta, apply_delta, weights_sha256, write_delta
 from axn_fast.encoders.dual_encoder import HFDualEncoder
-from axn_fast.encoders.training import (_check_texts, _digest, _load_checkpoint, _lr_at, _save_checkpoint,
-                                        trainable_names)
+from axn_fast.encoders.training import (_check_texts, _device_and_autocast, _digest, _load_checkpoint, _lr_at,
+                                        _save_checkpoint, _train_only, trainable_names)
 
 __all__ = ["distill_dual_encoder", "DistillResult", "load_distilled_dual_encoder", "distillation_loss_numpy",
            "distill_feature_tower", "FeatureTower",
@@ -237,29 +237,12 @@ def distill_dual_encoder(base: Any, items: Sequence[str], queries: Sequence[str]
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    dev = _hf.resolve_device(device, torch)
-    amp = None
-    if dtype is None:
-        if dev.type == "cuda":
-            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        amp = _hf.resolve_dtype(dtype, dev, torch)
-        amp = None if amp == torch.float32 else amp
+    dev, amp = _device_and_autocast(device, dtype, torch)
 
     model, tok, source = _load_encoder(base, transformers, torch)
     base_sha = weights_sha256(model)
     names = trainable_names(model, "emb-dot", trainable_layers)
-    name_set = set(names)
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in name_set)
-    model.to(dev)
-    params = dict(model.named_parameters())
-    trained = [params[n] for n in names]
-    opt = torch.optim.AdamW([{"params": [params[n] for n in names if params[n].ndim >= 2],
-                              "weight_decay": weight_decay},
-                             {"params": [params[n] for n in names if params[n].ndim < 2], "weight_decay": 0.0}],
-                            lr=lr)
-    opt_order = [n for n in names if params[n].ndim >= 2] + [n for n in names if params[n].ndim < 2]
+    trained, opt, opt_order = _train_only(model, names, dev, lr, weight_decay, torch)
     token_types = _hf.accepts_token_type_ids(model)
 
     steps_per_epoch = math.ceil(len(train_rows) / accumulate)

@@ -310,14 +310,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    dev = _hf.resolve_device(device, torch)
-    amp = None
-    if dtype is None:
-        if dev.type == "cuda":
-            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        amp = _hf.resolve_dtype(dtype, dev, torch)
-        amp = None if amp == torch.float32 else amp
+    dev, amp = _device_and_autocast(device, dtype, torch)
 
     # --- negatives (mined once, kept on disk so a resumed run needs no DE) -------------------------
     data_key = _digest(items, queries, gold, dev_queries, None if dev_gold is None else dev_gold,
@@ -343,17 +336,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     model, tok, source = load_pair_model(base, head, transformers, torch.float32, warn=False)
     base_sha = weights_sha256(model)
     names = trainable_names(model, head, trainable_layers)
-    name_set = set(names)
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in name_set)
-    model.to(dev)
-    params = dict(model.named_parameters())
-    trained = [params[n] for n in names]
-    decay = [params[n] for n in names if params[n].ndim >= 2]
-    no_decay = [params[n] for n in names if params[n].ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    opt_order = [n for n in names if params[n].ndim >= 2] + [n for n in names if params[n].ndim < 2]
+    trained, opt, opt_order = _train_only(model, names, dev, lr, weight_decay, torch)
 
     item_len = np.array([len(t) for t in tok(items, add_special_tokens=False)["input_ids"]], dtype=np.int64)
     if (item_len == 0).any():
@@ -508,6 +491,36 @@ def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray
     train = make(negatives, queries, gold, "negatives", seed)
     dev = make(dev_spec, dev_queries, dev_gold, "dev_negatives", seed + 1) if has_dev else None
     return train, dev
+
+
+def _device_and_autocast(device: Any, dtype: Any, torch: Any) -> Tuple[Any, Any]:
+    """(torch device, autocast dtype or None): bf16 (else fp16) autocast on CUDA unless ``dtype`` says
+    otherwise; full precision on the CPU."""
+    dev = _hf.resolve_device(device, torch)
+    if dtype is None:
+        amp = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev.type == "cuda" else None
+    else:
+        amp = _hf.resolve_dtype(dtype, dev, torch)
+        amp = None if amp == torch.float32 else amp
+    return dev, amp
+
+
+def _train_only(model: Any, names: List[str], dev: Any, lr: float, weight_decay: float,
+                torch: Any) -> Tuple[List[Any], Any, List[str]]:
+    """Freeze every parameter of ``model`` but ``names`` and move it to ``dev``; return the trained
+    parameters (in ``names`` order), an AdamW over them (weight decay on matrices only) and the order of
+    the optimizer's parameters (what the checkpoint's moments are keyed by)."""
+    name_set = set(names)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in name_set)
+    model.to(dev)
+    params = dict(model.named_parameters())
+    opt_order = [n for n in names if params[n].ndim >= 2] + [n for n in names if params[n].ndim < 2]
+    opt = torch.optim.AdamW([{"params": [params[n] for n in names if params[n].ndim >= 2],
+                              "weight_decay": weight_decay},
+                             {"params": [params[n] for n in names if params[n].ndim < 2], "weight_decay": 0.0}],
+                            lr=lr)
+    return [params[n] for n in names], opt, opt_order
 
 
 def _save_checkpoint(ckpt: Path, model: Any, opt: Any, names: List[str], opt_order: List[str],
