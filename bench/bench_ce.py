@@ -44,6 +44,8 @@ def pairs():
 
 
 def _report(benchmark, name, n, unit):
+    if benchmark.stats is None:  # --benchmark-disable (the CI smoke run): the code ran once, nothing timed
+        return
     # the fastest round: on a shared machine the others measure the neighbours too
     rate = n / benchmark.stats.stats.min
     benchmark.extra_info[f"{unit}_per_s_best"] = round(rate, 1)
