@@ -242,13 +242,34 @@ def test_example_uses_the_shared_synthetic_generator(capsys):
                  "--rounds", "2", "--k", "5", "--seed", "3"]) == 0
     rows = _example_rows(capsys.readouterr().out)
     assert set(rows) == {(b, n) for b in (20, 40) for n in ("RNR-DE", "AXN")}
-    d = low_rank_scores(6, 500, 8, 0.5, 3, de_noise=1.0)
+    from axn_fast.cli.example import DE_ITEM_NOISE, DE_QUERY_NOISE
+
+    d = low_rank_scores(6, 500, 8, 0.5, 3, de_noise=DE_QUERY_NOISE, item_de_noise=DE_ITEM_NOISE)
     de_top = np.argsort(-(d.query_emb @ d.item_emb.T), axis=1, kind="stable")
     exact = np.argsort(-d.scores, axis=1, kind="stable")[:, :5]
     for b in (20, 40):
         want = np.mean([len(set(de_top[q, :b]) & set(exact[q])) / 5 for q in range(6)])
         assert rows[(b, "RNR-DE")] == (pytest.approx(want, abs=5e-4), 6 * b)
         assert rows[(b, "AXN")][1] == 6 * b
+
+
+def test_example_shows_the_setting_axn_is_made_for(capsys):
+    """The example's DE sees the items well and the queries badly: AXN's refits must then beat
+    re-ranking the DE's candidates (with equally noisy items and queries it did not, at any budget)."""
+    assert main(["example", "--n-items", "20000", "--queries", "20", "--budgets", "100", "200"]) == 0
+    rows = _example_rows(capsys.readouterr().out)
+    for b in (100, 200):
+        assert rows[(b, "AXN")][0] > rows[(b, "RNR-DE")][0] + 0.05
+
+
+def test_item_de_noise_only_changes_the_item_embeddings():
+    a = low_rank_scores(5, 40, 4, 0.5, 1, de_noise=1.0)
+    b = low_rank_scores(5, 40, 4, 0.5, 1, de_noise=1.0, item_de_noise=0.0)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.query_emb, b.query_emb)
+    assert not np.allclose(a.item_emb, b.item_emb)
+    np.testing.assert_array_equal(low_rank_scores(5, 40, 4, 0.5, 1, de_noise=1.0, item_de_noise=1.0).item_emb,
+                                  a.item_emb)
 
 
 @pytest.mark.parametrize("argv, code, message", [

@@ -9,8 +9,10 @@ from axn_fast.cli._args import UsageError, float_range, int_range
 
 HELP = "AXN vs retrieve-and-rerank on a built-in synthetic low-rank cross-encoder (needs only numpy)."
 
-#: Noise of the dual-encoder's copies of the factors: a weak DE, the setting AXN is made for.
-DE_NOISE = 1.0
+#: Noise of the dual-encoder's copies of the factors: the DE sees the items well but the queries badly,
+#: the setting AXN is made for (its least squares refits the query against the CE's scores).
+DE_QUERY_NOISE = 1.5
+DE_ITEM_NOISE = 0.2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
         if not max(args.k, args.rounds) <= b <= n:
             raise UsageError(f"every --budgets value must be in [max(--k, --rounds)={max(args.k, args.rounds)}, "
                              f"--n-items={n}], got {b}")
-    # A "cross-encoder" whose scores are low-rank plus noise, and a weak dual-encoder
-    # that sees noisy copies of the same factors.
-    d = low_rank_scores(nq, n, args.dim, args.noise, args.seed, de_noise=DE_NOISE)
+    # A "cross-encoder" whose scores are low-rank plus noise, and a dual-encoder that sees noisy
+    # copies of the same factors: the items well, the queries badly.
+    d = low_rank_scores(nq, n, args.dim, args.noise, args.seed, de_noise=DE_QUERY_NOISE,
+                        item_de_noise=DE_ITEM_NOISE)
     ce = DenseScoreCE(d.scores)
     index = Index(d.item_emb)
     true = np.argsort(-d.scores, axis=1, kind="stable")[:, : args.k]

@@ -7,6 +7,7 @@ rank (ANNCUR §2.6); a dual encoder sees a noisy version of the same factors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -26,23 +27,25 @@ class LowRankScores:
 
 
 def low_rank_scores(n_queries: int, n_items: int, rank: int, noise: float, seed: int = 0, *,
-                    de_noise: float = 1.0) -> LowRankScores:
+                    de_noise: float = 1.0, item_de_noise: Optional[float] = None) -> LowRankScores:
     """Draw ``S = Q Iᵀ / √rank + noise · N`` with standard normal Q, I, N.
 
     The signal part has unit variance per entry, so ``noise`` is the noise-to-signal ratio of
-    the standard deviations. The DE embeddings are ``Q + de_noise·N_q`` and ``I + de_noise·N_i``
-    (scaled by ``rank**-0.25`` each so their dot products are on the scale of ``S``).
+    the standard deviations. The DE embeddings are ``Q + de_noise·N_q`` and ``I + item_de_noise·N_i``
+    (``item_de_noise`` defaults to ``de_noise``; scaled by ``rank**-0.25`` each so their dot products
+    are on the scale of ``S``). The random draws do not depend on the noise levels.
     """
     n_queries = check_int(n_queries, "n_queries", minimum=1)
     n_items = check_int(n_items, "n_items", minimum=1)
     rank = check_int(rank, "rank", minimum=1)
     noise = check_float(noise, "noise", minimum=0.0)
     de_noise = check_float(de_noise, "de_noise", minimum=0.0)
+    item_de_noise = de_noise if item_de_noise is None else check_float(item_de_noise, "item_de_noise", minimum=0.0)
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((n_queries, rank))
     it = rng.standard_normal((n_items, rank))
     scores = q @ it.T / np.sqrt(rank) + noise * rng.standard_normal((n_queries, n_items))
     scale = rank ** -0.25
     q_de = (q + de_noise * rng.standard_normal(q.shape)) * scale
-    i_de = (it + de_noise * rng.standard_normal(it.shape)) * scale
+    i_de = (it + item_de_noise * rng.standard_normal(it.shape)) * scale
     return LowRankScores(scores.astype(np.float32), q_de.astype(np.float32), i_de.astype(np.float32))
