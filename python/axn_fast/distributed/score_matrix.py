@@ -169,23 +169,13 @@ def build_score_matrix_ray(ce_factory: CEFactory, queries: Sequence[Any], n_item
     if num_gpus_per_worker:
         remote_args["num_gpus"] = float(num_gpus_per_worker)
     try:
-        if ckpt is not None:
-            values, done = ckpt.values[:, 0], ckpt.done
-        else:
-            values, done = np.zeros(total, dtype=np.float32), np.zeros(total, dtype=bool)
+        values, done, put = plan.store(ckpt)
         resumed = int(done.sum())
         paid = [0]
         on_disk = _ON_DISK if ckpt is not None else ""
 
         def partial() -> ScoreMatrix:
             return plan.result(values, done, pairs_scored=paid[0], pairs_resumed=resumed, num_workers=num_workers)
-
-        def put(units: np.ndarray, scores: np.ndarray) -> None:
-            if ckpt is not None:
-                ckpt.record(units, scores)
-            else:
-                values[units] = scores
-                done[units] = True
 
         try:
             if ckpt is not None:

@@ -199,6 +199,21 @@ class PairPlan:
         return Checkpoint(checkpoint_dir, kind="score_matrix", config=self.config, n_units=self.total,
                           shard_units=shard_size).open()
 
+    def store(self, ckpt: Optional[Checkpoint]
+              ) -> Tuple[np.ndarray, np.ndarray, Callable[[np.ndarray, np.ndarray], None]]:
+        """``(values, done, put)``: the scores and done flags of every unit (the checkpoint's own arrays
+        when there is one, so resumed units are already done) and ``put(units, scores)``, which records
+        scored units (journalled first with a checkpoint)."""
+        if ckpt is not None:
+            return ckpt.values[:, 0], ckpt.done, ckpt.record
+        values, done = np.zeros(self.total, dtype=np.float32), np.zeros(self.total, dtype=bool)
+
+        def put(units: np.ndarray, scores: np.ndarray) -> None:
+            values[units] = scores
+            done[units] = True
+
+        return values, done, put
+
     def fingerprint_units(self) -> np.ndarray:
         """The units that identify the cross-encoder of a checkpoint without ``ce_id``."""
         first = int(np.argmax(self.counts > 0))
@@ -329,10 +344,7 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
 
     ckpt = plan.open_checkpoint(checkpoint_dir, shard_size)
     try:
-        if ckpt is not None:
-            values, done = ckpt.values[:, 0], ckpt.done
-        else:
-            values, done = np.zeros(total, dtype=np.float32), np.zeros(total, dtype=bool)
+        values, done, put = plan.store(ckpt)
         resumed = int(done.sum())
         paid = [0]
 
@@ -355,13 +367,6 @@ def build_score_matrix(ce: Callable[..., Any], queries: Sequence[Any], n_items: 
                                         f"{_ON_DISK if ckpt is not None else ''}", partial=partial()) from exc
             paid[0] += len(ids)
             return scores
-
-        def put(units: np.ndarray, scores: np.ndarray) -> None:
-            if ckpt is not None:
-                ckpt.record(units, scores)
-            else:
-                values[units] = scores
-                done[units] = True
 
         try:
             if ckpt is not None:
