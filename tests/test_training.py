@@ -59,10 +59,10 @@ def test_learns_a_task_above_chance(tiny, tmp_path):
     assert secs == sorted(secs) and secs[-1] <= res.seconds + 0.5  # wall time since the start, never counted twice
 
 
-@pytest.mark.parametrize("head", ["emb-dot", "cls"])
-def test_resume_gives_the_same_parameters(tiny, tmp_path, head):
+@pytest.mark.parametrize("head,n_random", [("emb-dot", 0), ("cls", 0), ("emb-dot", 2)])
+def test_resume_gives_the_same_parameters(tiny, tmp_path, head, n_random):
     qs, gold = task(TEMPLATES[:3])
-    kwargs = dict(head=head, negatives="random", n_negatives=3, epochs=2, lr=1e-3, batch_size=3, trainable_layers=1,
+    kwargs = dict(head=head, negatives="random", n_negatives=3 - n_random // 2, n_random_negatives=n_random, epochs=2, lr=1e-3, batch_size=3, trainable_layers=1,
                   checkpoint_every=3, eval_every=100, seed=7, show_progress_bar=False)
     full = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "full", **kwargs)
 
@@ -211,3 +211,33 @@ def test_train_ce_cli_on_files(tiny, tmp_path):
     bad[bad.index(str(tmp_path / "gold.txt"))] = str(tmp_path / "bad_gold.txt")
     assert main(bad) == 1
     assert main(["train-ce", "--out", str(tmp_path / "x"), "--items", str(tmp_path / "items.txt")]) == 2
+
+
+def test_extra_random_negatives_are_fresh_distinct_and_never_taken():
+    from axn_fast.encoders.training import _extra_random
+
+    taken = np.array([[0, 1, 2], [5, 6, 7], [3, 9, 4]])
+    draws = [_extra_random(taken, 12, 6, np.random.default_rng([0, step, 1])) for step in range(20)]
+    for d in draws:
+        assert d.shape == (3, 6) and d.min() >= 0 and d.max() < 12
+        for r in range(3):
+            assert len(set(d[r].tolist())) == 6 and not set(d[r].tolist()) & set(taken[r].tolist())
+    assert len({d.tobytes() for d in draws}) > 1  # redrawn every step, not fixed per query
+    # every non-taken item comes up: the draw is not confined to a few items
+    assert set(np.concatenate([d[0] for d in draws]).tolist()) == set(range(3, 12))
+
+
+def test_random_negatives_are_counted_and_bounded(tiny, tmp_path):
+    qs, gold = task(TEMPLATES[:1])
+    with pytest.raises(ValueError, match="n_negatives \\+ n_random_negatives = 6 but only 5"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "a", negatives="random", n_negatives=3,
+                            n_random_negatives=3, show_progress_bar=False)
+    with pytest.raises(ValueError, match="n_random_negatives"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "b", negatives="random", n_negatives=3,
+                            n_random_negatives=-1, show_progress_bar=False)
+    res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "c", negatives="random", n_negatives=2,
+                              n_random_negatives=2, epochs=1, batch_size=3, trainable_layers=1,
+                              dev_queries=qs[:2], dev_gold=gold[:2], show_progress_bar=False)
+    assert res.pairs_per_second > 0 and res.steps == 2
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    assert manifest["training"]["n_random_negatives"] == 2

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negatives", default="de", choices=("de", "random"),
                         help="negatives: the DE's top non-gold items (default) or random ones")
     parser.add_argument("--n-negatives", type=int_range(1), default=15)
+    parser.add_argument("--random-negatives", type=int_range(0), default=0, metavar="N",
+                        help="extra random negatives per query, redrawn every step (they fix the score "
+                        "scale across unrelated items; default 0)")
     parser.add_argument("--de-cache", type=Path, default=None,
                         help=".npz holding the DE's item embeddings (written on first use, reused when the "
                         "items and DE match)")
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float_range(1e-8, 1.0), default=5e-5)
     parser.add_argument("--warmup", type=float_range(0.0, 0.99), default=0.1, help="warm-up fraction of the steps")
     parser.add_argument("--batch-size", type=int_range(1), default=2, help="queries per optimiser step "
-                        "(each brings 1 + n-negatives pairs)")
+                        "(each brings 1 + n-negatives + random-negatives pairs)")
     parser.add_argument("--max-length", type=int_range(8), default=64, help="tokens per pair")
     parser.add_argument("--trainable-layers", type=int_range(0), default=2, help="top transformer layers trained")
     parser.add_argument("--eval-every", type=int_range(1), default=100, help="steps between dev evaluations")
@@ -157,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         de, emb = _item_embeddings(args, base, items)
     result = train_cross_encoder(
         base, items, queries, gold, args.out, head=args.head, negatives=args.negatives,
-        n_negatives=args.n_negatives, dual_encoder=de, item_embeddings=emb, dev_queries=dq, dev_gold=dg,
+        n_negatives=args.n_negatives, n_random_negatives=args.random_negatives, dual_encoder=de,
+        item_embeddings=emb, dev_queries=dq, dev_gold=dg,
         epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
         max_length=args.max_length, trainable_layers=args.trainable_layers, seed=args.seed,
         device=args.device, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,

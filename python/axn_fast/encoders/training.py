@@ -117,6 +117,21 @@ def random_negatives(n_items: int, gold: np.ndarray, n_negatives: int, seed: int
     return out
 
 
+def _extra_random(taken: np.ndarray, n_items: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct random item ids per row of ``taken`` (n_rows, c), none of them already in the row."""
+    out = np.empty((taken.shape[0], n), dtype=np.int64)
+    for r in range(taken.shape[0]):
+        seen = set(taken[r].tolist())
+        row: List[int] = []
+        while len(row) < n:
+            for j in rng.integers(0, n_items, size=2 * n).tolist():
+                if j not in seen and len(row) < n:
+                    seen.add(j)
+                    row.append(j)
+        out[r] = row
+    return out
+
+
 def _check_gold(gold: Any, n_queries: int, n_items: int, name: str) -> np.ndarray:
     g = np.asarray(gold)
     if g.ndim != 1 or g.shape[0] != n_queries:
@@ -229,6 +244,7 @@ def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str], gold: Any,
                         out_dir: Union[str, "os.PathLike[str]"], *,
                         head: str = "emb-dot", negatives: Union[str, np.ndarray] = "de", n_negatives: int = 15,
+                        n_random_negatives: int = 0,
                         dual_encoder: Any = None, item_embeddings: Optional[np.ndarray] = None,
                         dev_queries: Any = None, dev_gold: Any = None,
                         dev_negatives: Union[str, np.ndarray, None] = None, epochs: int = 1, lr: float = 5e-5,
@@ -251,7 +267,15 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     a directory), ``"random"``, or a (n_queries, >= n_negatives) id array;
     item_embeddings: the DE's (n_items, d) item embeddings when already
     computed (only the queries are then encoded).
-    Each training query contributes ``1 + n_negatives`` pairs to one softmax.
+    n_random_negatives: extra random non-gold items per query, drawn afresh
+    every step (a function of seed and step, so resumable) and added to the
+    same softmax. Hard negatives alone teach the order among look-alikes but
+    never the score of unrelated items, so an emb-dot CE trained on them can
+    give a few items large norms ("hubs") that outrank everything when all
+    items are scored; random ones fix the scale. The dev set gets the same
+    number of random negatives, drawn once.
+    Each training query contributes ``1 + n_negatives + n_random_negatives``
+    pairs to one softmax.
     dev_queries / dev_gold: an optional dev set, scored every ``eval_every``
     steps (and before the first) as the accuracy of ranking the gold first
     among itself and ``dev_negatives`` (default: mined like ``negatives``);
@@ -283,6 +307,10 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     if n_negatives > len(items) - 1:
         raise ValueError(f"no negatives available: n_negatives={n_negatives} but only {len(items) - 1} "
                          "non-gold items exist")
+    n_random_negatives = check_int(n_random_negatives, "n_random_negatives", minimum=0)
+    if n_random_negatives and n_negatives + n_random_negatives > len(items) - 1:
+        raise ValueError(f"no negatives available: n_negatives + n_random_negatives = "
+                         f"{n_negatives + n_random_negatives} but only {len(items) - 1} non-gold items exist")
     epochs = check_int(epochs, "epochs", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     max_length = check_int(max_length, "max_length", minimum=8)
@@ -352,7 +380,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         base_desc = {"name": base_name or (p.name if p.name != "model" else p.parent.name),
                      "path": str(p) if _hf.is_local(source) else source}
     base_desc.update(sha256=base_sha, model_type=getattr(model.config, "model_type", None))
-    settings = {"head": head, "n_negatives": n_negatives, "negatives": negatives if isinstance(negatives, str)
+    settings = {"head": head, "n_negatives": n_negatives, "n_random_negatives": n_random_negatives, "negatives": negatives if isinstance(negatives, str)
                 else "given", "epochs": epochs, "lr": lr, "warmup": warmup, "batch_size": batch_size,
                 "max_length": max_length, "trainable_layers": trainable_layers, "seed": seed,
                 "weight_decay": weight_decay, "n_train_queries": len(queries), "n_items": len(items),
@@ -383,6 +411,9 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         if not has_dev:
             return
         cand = np.concatenate([dev_gold[:, None], dev_neg], axis=1)
+        if n_random_negatives:
+            cand = np.concatenate([cand, _extra_random(cand, len(items), n_random_negatives,
+                                                       np.random.default_rng([seed, 1 << 30]))], axis=1)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             sc = evaluate_candidates(model, tok, head, dev_queries, items, cand, max_length=max_length,
                                      device=dev, item_lengths=item_len, show_progress_bar=show_progress_bar)
@@ -409,6 +440,9 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
             order = np.random.default_rng([seed, epoch]).permutation(len(queries))
             rows = order[i * batch_size:(i + 1) * batch_size]
             cand = np.concatenate([gold[rows][:, None], train_neg[rows]], axis=1)  # gold is candidate 0
+            if n_random_negatives:
+                cand = np.concatenate([cand, _extra_random(cand, len(items), n_random_negatives,
+                                                           np.random.default_rng([seed, step, 1]))], axis=1)
             nc = cand.shape[1]
             batch = encode_pairs(tok, [queries[r] for r in rows.tolist() for _ in range(nc)],
                                  [items[j] for j in cand.reshape(-1).tolist()], max_length,
