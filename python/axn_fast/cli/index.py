@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Tuple
 
 from axn_fast.cli._args import UsageError, float_range, int_range
 
@@ -22,12 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or be empty)")
     parser.add_argument("--model", default=BUNDLED, help="dual-encoder checkpoint directory (default: the "
                         "bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--ce-model", default=None, help="cross-encoder checkpoint directory (default: --model)")
-    parser.add_argument("--ce-head", default="emb-cos", choices=("emb-dot", "emb-cos", "cls"),
-                        help="cross-encoder head (default emb-cos: far more query-sensitive than emb-dot for an "
-                             "untrained model)")
-    parser.add_argument("--max-length", type=int_range(8, 8192), default=128,
-                        help="most tokens per (query, item) pair (default 128)")
+    parser.add_argument("--ce", default=None, metavar="NAME",
+                        help="the cross-encoder by name (default: minilm-wordnet, all-MiniLM-L6-v2 trained on "
+                             "WordNet; the untrained heads stay available as minilm-emb-cos / minilm-emb-dot)")
+    parser.add_argument("--ce-model", default=None, metavar="DIR",
+                        help="instead of --ce: a cross-encoder checkpoint directory ('minilm': the bundled "
+                             "all-MiniLM-L6-v2) or a trained-CE delta directory (axn-fast train-ce)")
+    parser.add_argument("--ce-head", default=None, choices=("emb-dot", "emb-cos", "cls"),
+                        help="head of --ce-model (default: emb-cos for a checkpoint, the trained head for a delta); "
+                             "a named --ce has its own")
+    parser.add_argument("--max-length", type=int_range(8, 8192), default=None,
+                        help="most tokens per (query, item) pair (default: the CE's own, i.e. a trained CE's "
+                             "training length, else 128)")
     parser.add_argument("--method", default="ind", choices=("ind", "trns", "de"),
                         help="item embeddings: MF_IND MLPs (default), MF_TRNS SGD, or the DE's as they are")
     parser.add_argument("--strategy", default="de-topk", choices=("de-topk", "random", "per-item"),
@@ -76,6 +83,62 @@ def model_path(name: str) -> Path:
     return minilm_path() if name in _BUNDLED_ALIASES else Path(name)
 
 
+def ce_choice(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(ce_config, identity)`` of the CE the flags choose: ``ce_config`` is what the bundle records
+    (``load_cross_encoder(items, **ce_config)`` rebuilds the CE), ``identity`` also pins a trained
+    delta's files (:func:`~axn_fast.evaluation.data.ce_identity`). UsageError for flags that do not go
+    together or an unknown name."""
+    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES
+    from axn_fast.evaluation.data import ce_identity
+
+    config: Dict[str, Any]
+    if args.ce_model is None:
+        if args.ce_head is not None:
+            raise UsageError("--ce-head goes with --ce-model; a named CE has its own head")
+        name = DEFAULT_CE if args.ce is None else args.ce
+        if name not in NAMED_CES:
+            raise UsageError(f"--ce must be one of {', '.join(sorted(NAMED_CES))}; got {name!r}")
+        config = {"name": name}
+        identity = ce_identity(name, max_length=args.max_length)
+    else:
+        if args.ce is not None:
+            raise UsageError("give --ce or --ce-model, not both")
+        model = BUNDLED if args.ce_model in _BUNDLED_ALIASES else str(Path(args.ce_model).resolve())
+        if model != BUNDLED and not Path(model).is_dir():
+            raise FileNotFoundError(f"--ce-model: no such directory {model!r}")
+        identity = ce_identity(model=model, head=args.ce_head, max_length=args.max_length)
+        head = args.ce_head
+        if head is None and "delta_sha256" not in identity:
+            head = "emb-cos"  # far more query-sensitive than emb-dot for an untrained model
+        config = {"model": model} if head is None else {"model": model, "head": head}
+    if args.max_length is not None:
+        config["max_length"] = args.max_length
+    return config, identity
+
+
+#: next to G's checkpoint: the identity of the CE that scored it. The checkpoint itself is keyed
+#: by ce_config, which names the CE but cannot tell a trained delta replaced under the same name.
+CE_IDENTITY_FILE = "ce_identity.json"
+
+
+def pin_checkpoint_ce(ckpt: Path, identity: Dict[str, Any]) -> None:
+    """Record ``identity`` in the checkpoint directory ``ckpt``, or refuse (CheckpointMismatch) to
+    resume a checkpoint holding another CE's scores."""
+    from axn_fast.io.checkpoint import MANIFEST, CheckpointMismatch
+    from axn_fast.io.files import atomic_write_json, read_json
+
+    f = ckpt / CE_IDENTITY_FILE
+    if (ckpt / MANIFEST).is_file():  # scores exist: pinned when they were started (else only ce_config guards)
+        stored = read_json(f) if f.is_file() else identity
+        if stored != identity:
+            raise CheckpointMismatch(
+                f"--checkpoint-dir {str(ckpt)!r} holds the scores of another cross-encoder "
+                f"({json.dumps(stored, sort_keys=True)}); delete it or give another --checkpoint-dir")
+        return
+    ckpt.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(f, identity)
+
+
 def run(args: argparse.Namespace) -> int:
     from axn_fast.encoders.dual_encoder import HFDualEncoder
     from axn_fast.encoders.models import load_cross_encoder
@@ -84,15 +147,13 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out {str(out)!r} exists and is not an empty directory")
+    ce_config, ce_ident = ce_choice(args)
     items = read_lines(args.items, "items", "--items")
     queries = read_lines(args.queries, "queries", "--queries")
     k_d = min(args.k_d, len(queries) if args.strategy == "per-item" else len(items))
     show = False if args.no_progress else None
-    ckpt = args.checkpoint_dir or out.with_name(out.name + ".ckpt")
+    ckpt: Path = args.checkpoint_dir or out.with_name(out.name + ".ckpt")
     de_model = BUNDLED if args.model in _BUNDLED_ALIASES else str(Path(args.model).resolve())
-    ce_name = args.ce_model or args.model
-    ce_model = BUNDLED if ce_name in _BUNDLED_ALIASES else str(Path(ce_name).resolve())
-    ce_config = {"model": ce_model, "head": args.ce_head, "max_length": args.max_length}
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -100,11 +161,13 @@ def run(args: argparse.Namespace) -> int:
     de = HFDualEncoder(model_path(de_model), device=args.device, show_progress_bar=show)
     ce = load_cross_encoder(items, **ce_config, device=args.device, batch_size=args.batch_size,
                             show_progress_bar=False)
+    pin_checkpoint_ce(ckpt, ce_ident)
     bundle = build_index_bundle(items, queries, de=de, de_model=de_model, ce=ce, ce_config=ce_config,
                                 method=args.method, strategy=args.strategy, k_d=k_d, epochs=args.epochs,
                                 lr=args.lr, reg=args.reg, normalize=not args.no_normalize, dtype=args.dtype,
                                 checkpoint_dir=ckpt, batch_size=args.batch_size, seed=args.seed,
                                 num_threads=args.num_threads, show_progress_bar=show, log=log)
+    bundle.metadata["ce_identity"] = ce_ident
     bundle.save(out)
     log(f"saved {args.method} index of {len(items)} items (dim {bundle.index.dim}) to {str(out)!r}")
     print(out)

@@ -16,6 +16,7 @@ file, ``ValueError`` for bad content).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -271,45 +272,99 @@ def live_scores(ce: Any, n_items: int, queries: Sequence[Any], rows: ArrayLike, 
     return S
 
 
-def load_live(ce_model: PathLike, items: PathLike, queries: PathLike, train: PathLike, test: PathLike, *,
-              checkpoint_dir: PathLike, ce_head: str = "emb-cos", dev: Optional[PathLike] = None,
-              gold: Optional[PathLike] = None, item_emb: Optional[PathLike] = None,
-              query_emb: Optional[PathLike] = None, show_progress_bar: Optional[bool] = None) -> EvalData:
-    """EvalData from texts scored live by a cross-encoder checkpoint (``"minilm"``: the bundled one).
+def ce_identity(name: Optional[str] = None, *, model: Optional[PathLike] = None, head: Optional[str] = None,
+                max_length: Optional[int] = None) -> Dict[str, Any]:
+    """What identifies the scores of the CE that ``load_cross_encoder(items, name, model=, head=,
+    max_length=)`` builds (JSON-able; the item texts are not part of it).
 
-    Every query row of the splits is scored against every item once (the ground truth and
-    the CUR rows need them), checkpointed under ``checkpoint_dir`` (see :func:`live_scores`);
-    the dense result is also written there as ``live_scores.npy`` (rows outside the splits
-    are 0), for later runs on the same scores.
+    A named CE (``name``, default :data:`~axn_fast.encoders.models.DEFAULT_CE`) gives its
+    name and :data:`~axn_fast.encoders.models.NAMED_CES` entry; ``model`` (overrides ``name``)
+    its resolved directory. A trained delta adds the SHA-256 of its files, so a delta
+    retrained under the same name is another CE. ``head``/``max_length`` None: the CE's own.
+    """
+    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES, TRAINED_DIR, minilm_path
+
+    delta: Optional[Path] = None
+    ident: Dict[str, Any]
+    if model is None:
+        name = DEFAULT_CE if name is None else name
+        if name not in NAMED_CES:
+            raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
+        base, default_head, delta_name = NAMED_CES[name]
+        ident = {"name": name, "entry": [base, default_head, delta_name]}
+        delta = None if delta_name is None else TRAINED_DIR / delta_name
+    else:
+        path = minilm_path() if str(model) == "minilm" else Path(model)
+        ident = {"model": str(path.resolve())}
+        delta = path if (path / "manifest.json").is_file() and (path / "delta.safetensors").is_file() else None
+    ident.update(head=head, max_length=max_length)
+    if delta is not None:
+        h = hashlib.sha256()
+        for f in ("manifest.json", "delta.safetensors"):
+            h.update(hashlib.sha256((delta / f).read_bytes()).digest())
+        ident["delta_sha256"] = h.hexdigest()
+    return ident
+
+
+def load_live(ce_model: Optional[PathLike], items: PathLike, queries: PathLike, train: PathLike, test: PathLike, *,
+              checkpoint_dir: PathLike, ce_head: Optional[str] = None, ce_name: Optional[str] = None,
+              dev: Optional[PathLike] = None, gold: Optional[PathLike] = None, item_emb: Optional[PathLike] = None,
+              query_emb: Optional[PathLike] = None, show_progress_bar: Optional[bool] = None) -> EvalData:
+    """EvalData from texts scored live by a cross-encoder.
+
+    The CE: ``ce_model``, a checkpoint directory (``"minilm"``: the bundled one; ``ce_head``
+    default "emb-cos") or a trained-delta directory (``ce_head`` default: the delta's own);
+    or, with ``ce_model`` None, the named CE ``ce_name`` (a key of
+    :data:`~axn_fast.encoders.models.NAMED_CES`, default ``DEFAULT_CE``; it has its own head,
+    so ``ce_head`` must be None). Every query row of the splits is scored against every item
+    once (the ground truth and the CUR rows need them), checkpointed under ``checkpoint_dir``
+    (see :func:`live_scores`; another CE never reuses the rows); the dense result is also
+    written there as ``live_scores.npy`` (rows outside the splits are 0), for later runs on
+    the same scores.
     """
     from axn_fast.encoders.models import load_cross_encoder, minilm_path
 
     if (item_emb is None) != (query_emb is None):
         raise ValueError("give both item_emb and query_emb, or neither")
+    if ce_model is not None and ce_name is not None:
+        raise ValueError("give ce_model or ce_name, not both")
+    if ce_model is None and ce_head is not None:
+        raise ValueError("ce_head goes with ce_model; a named CE has its own head")
+    model_path: Optional[Path] = None
+    if ce_model is not None:
+        model_path = minilm_path() if str(ce_model) == "minilm" else Path(ce_model)
+        if not model_path.is_dir():
+            raise FileNotFoundError(f"cross-encoder checkpoint directory {str(model_path)!r} does not exist")
+    ident = ce_identity(ce_name, model=model_path, head=ce_head)  # checks ce_name before any file is read
     item_texts, query_texts = read_lines(items, "items"), read_lines(queries, "queries")
     tr, te = read_ids(train, "train split"), read_ids(test, "test split")
     dv = None if dev is None else read_ids(dev, "dev split")
     _check_splits(tr, dv, te, len(query_texts), (f"train split {str(train)!r}", f"dev split {str(dev)!r}",
                                                   f"test split {str(test)!r}"))
     rows = np.unique(np.concatenate([tr, te] + ([] if dv is None else [dv])))
-    model_path = minilm_path() if str(ce_model) == "minilm" else Path(ce_model)
-    if not model_path.is_dir():
-        raise FileNotFoundError(f"cross-encoder checkpoint directory {str(model_path)!r} does not exist")
-    # everything that changes the scores: the model, its head, the item texts
-    ce_id = f"{model_path.resolve()}|head={ce_head}|items={_text_digest(item_texts)}"
+    # everything that changes the scores: the model (and a delta's files), its head, the item texts
+    if model_path is not None and "delta_sha256" not in ident:
+        ce_head = "emb-cos" if ce_head is None else ce_head
+        ce_id = f"{model_path.resolve()}|head={ce_head}|items={_text_digest(item_texts)}"  # as before: resumable
+    else:
+        ce_id = f"{json.dumps(ident, sort_keys=True)}|items={_text_digest(item_texts)}"
 
     class _Lazy:  # the model is loaded only when a row is still missing
         ce: Any = None
 
         def __call__(self, q: Any, ids: np.ndarray) -> Any:
             if self.ce is None:
-                self.ce = load_cross_encoder(item_texts, model=model_path, head=ce_head, show_progress_bar=False)
+                if model_path is None:
+                    self.ce = load_cross_encoder(item_texts, str(ident["name"]), show_progress_bar=False)
+                else:
+                    self.ce = load_cross_encoder(item_texts, model=model_path, head=ce_head, show_progress_bar=False)
             return self.ce(q, ids)
 
     S = live_scores(_Lazy(), len(item_texts), query_texts, rows, checkpoint_dir, ce_id=ce_id,
                     show_progress_bar=show_progress_bar)
     np.save(Path(checkpoint_dir) / "live_scores.npy", S)  # reusable with --scores
-    data = EvalData(f"{Path(queries).name} x {Path(items).name} ({Path(ce_model).name})", S, tr, dv, te,
+    ce_label = Path(ce_model).name if ce_model is not None else str(ident["name"])
+    data = EvalData(f"{Path(queries).name} x {Path(items).name} ({ce_label})", S, tr, dv, te,
                     items=item_texts, queries=query_texts)
     if gold is not None:
         data.gold = _check_gold(read_ids(gold, "gold"), S.shape[0], S.shape[1], f"gold file {str(gold)!r}")
