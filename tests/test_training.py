@@ -241,3 +241,144 @@ def test_random_negatives_are_counted_and_bounded(tiny, tmp_path):
     assert res.pairs_per_second > 0 and res.steps == 2
     manifest = json.loads((res.path / "manifest.json").read_text())
     assert manifest["training"]["n_random_negatives"] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_wide(tmp_path_factory):
+    """A 2-layer, 64-wide random BERT without dropout, with the MiniLM tokenizer.
+
+    The markers' final states in a random model hardly depend on the text (nothing is contextualised yet), so
+    the dot of the two starts at a saddle (loss ln 6); the 32-wide ``tiny`` with dropout stays there, this
+    one leaves it at every seed tried. A pretrained base contextualises from the start.
+    """
+    import shutil
+
+    from _hf_models import TOKENIZER_FILES, minilm_dir
+
+    out = tmp_path_factory.mktemp("tiny_wide")
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=128, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    torch.manual_seed(1)
+    transformers.BertModel(cfg).save_pretrained(str(out), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_dir() / name, out / name)
+    return out
+
+
+def test_markers_pooling_learns_the_task_above_chance(tiny_wide, tmp_path):
+    qs, gold = task(TEMPLATES[:4])
+    dq, dg = task(TEMPLATES[4:])
+    res = train_cross_encoder(tiny_wide, ITEMS, qs, gold, tmp_path / "run", head="emb-dot", pooling="markers",
+                              negatives="random", n_negatives=5, dev_queries=dq, dev_gold=dg, epochs=60, lr=2e-3,
+                              warmup=0.1, batch_size=4, trainable_layers=2, eval_every=60, seed=0,
+                              show_progress_bar=False)
+    before = res.dev_curve[0]["dev_accuracy"]
+    assert before < 0.5  # chance is 1/6
+    assert res.best_dev_accuracy >= 0.75 and res.best_dev_accuracy > before + 0.3
+    # the markers' input embeddings were not trained: only transformer layers are in the delta
+    from safetensors.torch import load_file
+
+    assert all(k.startswith("encoder.layer.") for k in load_file(str(res.path / "delta.safetensors")))
+    ce = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny_wide, show_progress_bar=False)
+    assert ce.pooling == "markers"
+    acc = np.mean([np.argmax(ce(q, np.arange(len(ITEMS)))) == g for q, g in zip(dq, dg)])
+    assert acc == pytest.approx(res.best_dev_accuracy)
+
+
+def test_markers_delta_round_trips_with_its_pooling(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from axn_fast.encoders.models import load_cross_encoder
+
+    qs, gold = task(TEMPLATES[:2])
+    res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", head="emb-dot", pooling="markers",
+                              negatives="random", n_negatives=3, epochs=1, lr=1e-3, batch_size=4,
+                              trainable_layers=1, show_progress_bar=False)
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    assert manifest["pooling"] == "markers" and manifest["training"]["pooling"] == "markers"
+    # the trained model rebuilt by hand from the checkpoint, scored with markers, is what the loaded delta gives
+    model = transformers.AutoModel.from_pretrained(str(tiny)).eval()
+    model.load_state_dict(load_file(str(tmp_path / "run" / "checkpoint" / "params.safetensors")), strict=False)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny))
+    cand = np.tile(np.arange(len(ITEMS)), (3, 1))
+    want = evaluate_candidates(model, tok, "emb-dot", qs[:3], ITEMS, cand, max_length=64,
+                               device=torch.device("cpu"), show_progress_bar=False, pooling="markers")
+    as_mean = evaluate_candidates(model, tok, "emb-dot", qs[:3], ITEMS, cand, max_length=64,
+                                  device=torch.device("cpu"), show_progress_bar=False)
+    assert not np.allclose(want, as_mean, atol=1e-3)
+    ce = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, show_progress_bar=False)
+    got = np.stack([ce(q, np.arange(len(ITEMS))) for q in qs[:3]])
+    assert ce.pooling == "markers" and ce.config["pooling"] == "markers"
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    named = load_cross_encoder(ITEMS, model=res.path, device="cpu", show_progress_bar=False)
+    assert named.pooling == "markers"
+    np.testing.assert_array_equal(np.stack([named(q, np.arange(len(ITEMS))) for q in qs[:3]]), got)
+    with pytest.raises(ValueError, match="trained with pooling 'markers'; it cannot score with pooling='mean'"):
+        HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, pooling="mean")
+    with pytest.raises(ValueError, match="trained with pooling 'markers'"):
+        load_cross_encoder(ITEMS, model=res.path, pooling="mean")
+
+
+def test_mean_pooling_keeps_the_old_settings_and_old_manifests_load_as_mean(tiny, tmp_path):
+    qs, gold = task(TEMPLATES[:1])
+    res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", negatives="random", n_negatives=2,
+                              trainable_layers=1, show_progress_bar=False)
+    doc = json.loads((res.path / "manifest.json").read_text())
+    # the settings (what keys a resumed run) of a mean-pooling run hold no pooling: older runs still resume
+    assert doc["pooling"] == "mean" and "pooling" not in doc["training"]
+    ref = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, show_progress_bar=False)(qs[0], np.arange(6))
+    del doc["pooling"]  # a delta written before the setting existed
+    (res.path / "manifest.json").write_text(json.dumps(doc))
+    old = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, show_progress_bar=False)
+    assert old.pooling == "mean"
+    np.testing.assert_array_equal(old(qs[0], np.arange(6)), ref)
+    with pytest.raises(ValueError, match="trained with pooling 'mean'"):
+        HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, pooling="markers")
+
+
+@pytest.mark.parametrize("first,second", [("markers", "mean"), ("mean", "markers")])
+def test_resume_with_another_pooling_is_refused(tiny, tmp_path, first, second):
+    qs, gold = task(TEMPLATES[:2])
+    kwargs = dict(negatives="random", n_negatives=2, epochs=1, batch_size=3, trainable_layers=1,
+                  checkpoint_every=1, show_progress_bar=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(step, loss):
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=first, on_step=kill, **kwargs)
+    with pytest.raises(ValueError, match="other data or settings"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=second, **kwargs)
+    res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=first, **kwargs)  # same: resumes
+    assert res.steps == 4 and json.loads((res.path / "manifest.json").read_text())["pooling"] == first
+
+
+def test_bad_pooling_is_named(tiny, tmp_path):
+    qs, gold = task(TEMPLATES[:1])
+    with pytest.raises(ValueError, match=r"pooling must be one of \('mean', 'markers'\)"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "a", pooling="cls-token", negatives="random")
+    with pytest.raises(ValueError, match="head='cls' scores the classifier logit"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "b", head="cls", pooling="markers",
+                            negatives="random")
+
+
+def test_train_ce_cli_pooling_flag(tiny, tmp_path):
+    from axn_fast.cli.main import main
+
+    qs, gold = task(TEMPLATES[:1])
+    (tmp_path / "items.txt").write_text("\n".join(ITEMS))
+    (tmp_path / "q.txt").write_text("\n".join(qs))
+    (tmp_path / "gold.txt").write_text("\n".join(map(str, gold)))
+    args = ["train-ce", "--items", str(tmp_path / "items.txt"), "--queries", str(tmp_path / "q.txt"),
+            "--gold", str(tmp_path / "gold.txt"), "--base", str(tiny), "--negatives", "random",
+            "--n-negatives", "2", "--trainable-layers", "1", "--no-progress"]
+    assert main(args + ["--pooling", "markers", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "best" / "manifest.json").read_text())["pooling"] == "markers"
+    assert main(args + ["--out", str(tmp_path / "mean")]) == 0
+    assert json.loads((tmp_path / "mean" / "best" / "manifest.json").read_text())["pooling"] == "mean"
+    assert main(args + ["--pooling", "max", "--out", str(tmp_path / "x")]) == 2

@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=BUNDLED, help="base checkpoint directory or hub id (default: the "
                         "bundled all-MiniLM-L6-v2)")
     parser.add_argument("--head", default="emb-dot", choices=("emb-dot", "emb-cos", "cls"))
+    parser.add_argument("--pooling", default="mean", choices=("mean", "markers"),
+                        help="how the emb heads take the query and item vectors: mean of their tokens (default) "
+                        "or ANNCUR's [EMB] markers ([unused0]/[unused1] before the query and the item; BERT "
+                        "vocabularies only); recorded in the delta")
     parser.add_argument("--negatives", default="de", choices=("de", "random"),
                         help="negatives: the DE's top non-gold items (default) or random ones")
     parser.add_argument("--n-negatives", type=int_range(1), default=15)
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if args.negatives == "de":
         de, emb = _item_embeddings(args, base, items)
     result = train_cross_encoder(
-        base, items, queries, gold, args.out, head=args.head, negatives=args.negatives,
+        base, items, queries, gold, args.out, head=args.head, pooling=args.pooling, negatives=args.negatives,
         n_negatives=args.n_negatives, n_random_negatives=args.random_negatives, dual_encoder=de,
         item_embeddings=emb, dev_queries=dq, dev_gold=dg,
         epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,

@@ -13,13 +13,34 @@ finished batch and the cache never holds a score that was not computed.
 
 - ``"emb-dot"``: the [EMB]-CE of Yadav et al. (2022, §2.6): encode the pair
   with the tokenizer's own template (BERT's ``[CLS] query [SEP] item [SEP]``,
-  RoBERTa's ``<s> query </s></s> item </s>``, ...) in one forward pass,
-  mean-pool the contextualised vectors of the query tokens and of the item
-  tokens separately (found with ``sequence_ids()``: special tokens and padding
-  excluded), score = their dot product.
-- ``"emb-cos"``: the same two pooled vectors, score = their cosine.
+  RoBERTa's ``<s> query </s></s> item </s>``, ...) in one forward pass, take
+  one contextualised vector for the query and one for the item, score = their
+  dot product.
+- ``"emb-cos"``: the same two vectors, score = their cosine.
 - ``"cls"``: a sequence-classification checkpoint's single logit (the usual
   reranker format).
+
+How the emb heads take the two vectors (``pooling=``):
+
+- ``"mean"`` (default): mean-pool the final hidden states of the query's and
+  of the item's content tokens (found with ``sequence_ids()``: special tokens
+  and padding excluded). Works with every tokenizer and needs no token the
+  model has not seen in pre-training.
+- ``"markers"``: ANNCUR's [EMB] tokens. One marker is put at the start of the
+  query segment and one at the start of the item segment (BERT:
+  ``[CLS] [unused0] query [SEP] [unused1] item [SEP]``) and the two vectors are
+  the final hidden states at those two positions. The markers are BERT's
+  ``[unused0]`` / ``[unused1]`` vocabulary entries, so the vocabulary and the
+  embedding table stay as they are; their ids are inserted after tokenisation
+  (the text is never searched for them) and after truncation, so a marker is
+  always one token and is never cut. A vocabulary without them is refused.
+  An untrained model has never seen these tokens: markers are meant for a CE
+  trained with them (:func:`axn_fast.encoders.training.train_cross_encoder`),
+  where the layers above learn to gather the pair into the two positions.
+
+Both poolings are the same :func:`pair_scores`: the masks of
+:func:`encode_pairs` select the content tokens for "mean" and the single
+marker position for "markers" (the mean over one position is that vector).
 
 :func:`encode_pairs` (tokenisation) and :func:`pair_scores` (forward pass to
 scores) are shared with :mod:`axn_fast.encoders.training`, so a CE scores the
@@ -43,6 +64,9 @@ from axn_fast.encoders.boundary import check_scores
 from axn_fast.encoders.delta import apply_delta, read_delta
 
 HEADS = ("emb-dot", "emb-cos", "cls")
+POOLINGS = ("mean", "markers")
+#: The query's and the item's [EMB] marker tokens of ``pooling="markers"`` (BERT vocabularies).
+MARKER_TOKENS = ("[unused0]", "[unused1]")
 
 
 class PairScoreCache:
@@ -239,6 +263,37 @@ def _special_pair_tokens(tokenizer: Any) -> int:
     return n
 
 
+def check_pooling(pooling: Any, head: Optional[str] = None) -> str:
+    """``pooling`` checked against :data:`POOLINGS` (and the head: "cls" scores its own logit, "mean" only)."""
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if head == "cls" and pooling != "mean":
+        raise ValueError(f"pooling={pooling!r} is for the emb heads; head='cls' scores the classifier logit "
+                         "(leave pooling='mean')")
+    return pooling
+
+
+def marker_ids(tokenizer: Any) -> Tuple[int, int]:
+    """Token ids of the query and item [EMB] markers (:data:`MARKER_TOKENS`): BERT's ``[unused0]``, ``[unused1]``.
+
+    Raises ValueError when the tokenizer's vocabulary lacks them (e.g. RoBERTa, DeBERTa).
+    """
+    ids = []
+    for t in MARKER_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(t)
+        if not isinstance(i, int) or i == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(i) != t:
+            raise ValueError(f"pooling='markers' needs a vocabulary holding the marker tokens {MARKER_TOKENS} "
+                             f"(BERT's unused entries); this tokenizer ({type(tokenizer).__name__}) has no {t!r}. "
+                             "Use pooling='mean'")
+        ids.append(int(i))
+    return ids[0], ids[1]
+
+
+def _pair_overhead(tokenizer: Any, pooling: str) -> int:
+    """Tokens a pair spends on other than its content: the template's special tokens (+ the two markers)."""
+    return _special_pair_tokens(tokenizer) + (len(MARKER_TOKENS) if pooling == "markers" else 0)
+
+
 def kept_lengths(lq: np.ndarray, li: np.ndarray, room: int) -> Tuple[np.ndarray, np.ndarray]:
     """Content tokens kept per pair, (query, item): the item is cut first, but the
     query keeps at most half of ``room`` when the item needs it.
@@ -270,21 +325,28 @@ def _max_positions(config: Any) -> Optional[int]:
 
 
 def encode_pairs(tokenizer: Any, queries: Sequence[str], items: Sequence[str], max_length: int,
-                 item_lengths: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+                 item_lengths: Optional[np.ndarray] = None, *, pooling: str = "mean") -> Dict[str, np.ndarray]:
     """Tokenise (query, item) pairs with the tokenizer's own pair template.
 
     queries, items: (B,) texts (pair b is ``(queries[b], items[b])``); max_length:
-    tokens per pair including the template's special tokens; item_lengths:
-    optional (B,) token counts of the items alone (computed when absent).
+    tokens per pair including the template's special tokens (and the markers);
+    item_lengths: optional (B,) token counts of the items alone (computed when
+    absent); pooling: "mean" | "markers" (see the module docstring).
     Truncation follows :func:`kept_lengths`. Returns (B, L) int64 arrays
     ``input_ids``, ``attention_mask`` (and whatever else the tokenizer returns,
-    e.g. ``token_type_ids``) plus float32 ``query_mask`` / ``item_mask`` marking
-    the query's and the item's content tokens (found with ``sequence_ids()``:
-    special tokens and padding excluded).
+    e.g. ``token_type_ids``) plus float32 ``query_mask`` / ``item_mask``: for
+    "mean" they mark the query's and the item's content tokens (found with
+    ``sequence_ids()``: special tokens and padding excluded); for "markers"
+    each marks one position, the query's / item's marker, inserted just before
+    the segment's first token (with the segment's token type) once the
+    content is truncated to the room left by the two markers.
     """
     if len(queries) != len(items):
         raise ValueError(f"queries and items must have the same length, got {len(queries)} and {len(items)}")
-    room = max_length - _special_pair_tokens(tokenizer)
+    pooling = check_pooling(pooling)
+    markers = marker_ids(tokenizer) if pooling == "markers" else None
+    n_markers = 0 if markers is None else len(markers)
+    room = max_length - _pair_overhead(tokenizer, pooling)
     if room < 2:
         raise ValueError(f"max_length={max_length} leaves no room for content tokens")
     uniq = list(dict.fromkeys(queries))
@@ -301,8 +363,10 @@ def encode_pairs(tokenizer: Any, queries: Sequence[str], items: Sequence[str], m
     lq_keep, _ = kept_lengths(lq, item_lengths, room)
     # a query longer than its share is cut at a token boundary of its own text
     cut = [q if k >= n else q[:int(q_off[q][k - 1][1])] for q, k, n in zip(queries, lq_keep.tolist(), lq.tolist())]
-    enc = tokenizer(cut, list(items), truncation="only_second", max_length=max_length, padding=True,
+    enc = tokenizer(cut, list(items), truncation="only_second", max_length=max_length - n_markers, padding=True,
                     return_tensors="np")
+    if markers is not None:
+        return _insert_markers(enc, markers)
     B, L = enc["input_ids"].shape
     qmask = np.zeros((B, L), dtype=np.float32)
     imask = np.zeros((B, L), dtype=np.float32)
@@ -322,12 +386,41 @@ def encode_pairs(tokenizer: Any, queries: Sequence[str], items: Sequence[str], m
     return out
 
 
+def _insert_markers(enc: Any, markers: Tuple[int, int]) -> Dict[str, np.ndarray]:
+    """``encode_pairs``'s output for pooling="markers": ``markers`` inserted before the first query and the
+    first item token of every pair of the (already truncated and padded) encoding ``enc``."""
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    B, L = ids.shape
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    out = {k: np.zeros((B, L + 2), dtype=np.int64) for k in keys}
+    qmask = np.zeros((B, L + 2), dtype=np.float32)
+    imask = np.zeros((B, L + 2), dtype=np.float32)
+    for b in range(B):
+        seq = enc.sequence_ids(b)
+        if 1 not in seq:
+            raise ValueError("a pair has no item tokens left after truncation; raise max_length")
+        q0, i0 = seq.index(0), seq.index(1)
+        at = [q0, i0]  # positions in the original row; the item's marker lands at i0 + 1
+        for k in keys:
+            row = np.asarray(enc[k][b], dtype=np.int64)
+            fill = list(markers) if k == "input_ids" else [1, 1] if k == "attention_mask" else [row[q0], row[i0]]
+            out[k][b] = np.insert(row, at, fill)
+        qmask[b, q0] = 1.0
+        imask[b, i0 + 1] = 1.0
+    out["query_mask"] = qmask
+    out["item_mask"] = imask
+    return out
+
+
 def pair_scores(model: Any, head: str, batch: Dict[str, Any]) -> Any:
     """The one forward pass from a tokenised pair batch to scores, for inference and training alike.
 
     model: a transformers encoder (``AutoModel``) for the ``emb-*`` heads, a
     sequence-classification model with one logit for ``"cls"``; batch: torch
     tensors as returned by :func:`encode_pairs` (moved to the model's device).
+    The emb heads average the final hidden states under ``query_mask`` /
+    ``item_mask``: the content tokens for pooling="mean", the one marker
+    position (so that position's vector) for "markers".
     Returns a (B,) float32 torch tensor; gradients flow when called outside
     ``torch.inference_mode()``.
     """
@@ -404,11 +497,14 @@ class HFCrossEncoder(CachedCrossEncoder):
     never downloaded to), or an already-loaded ``(model, tokenizer)`` pair
     (``AutoModel`` for the ``emb-*`` heads, a one-logit sequence-classification
     model for ``"cls"``); items: the item texts (ids index this list); head:
-    "emb-dot" | "emb-cos" | "cls" (see the module docstring); device: "auto"
+    "emb-dot" | "emb-cos" | "cls" (see the module docstring); pooling: how
+    the emb heads take the query and item vectors, "mean" (default) | "markers"
+    (ANNCUR's [EMB] tokens; BERT vocabularies only; see the module
+    docstring); device: "auto"
     (CUDA when present) | "cpu" | "cuda[:N]"; dtype: None (bf16/fp16 on GPU,
     fp32 on CPU) or "float32" | "float16" | "bfloat16"; batch_size: pairs per
     forward pass; max_length: tokens per pair including the template's special
-    tokens.
+    tokens (the markers included).
 
     Pairs are built with the tokenizer's own pair template (BERT's ``[CLS] q
     [SEP] i [SEP]``, RoBERTa's ``<s> q </s></s> i </s>``, ...) and the query's
@@ -419,14 +515,15 @@ class HFCrossEncoder(CachedCrossEncoder):
     :func:`axn_fast.encoders.training.train_cross_encoder`.
     """
 
-    def __init__(self, model: Any, items: Sequence[str], *, head: str = "emb-dot", device: Any = "auto",
-                 dtype: Any = None,
+    def __init__(self, model: Any, items: Sequence[str], *, head: str = "emb-dot", pooling: str = "mean",
+                 device: Any = "auto", dtype: Any = None,
                  batch_size: int = 64, max_length: int = 128, show_progress_bar: Optional[bool] = None,
                  cache: Optional[PairScoreCache] = None, _name: Optional[str] = None) -> None:
         super().__init__(items, cache=cache)
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.head = head
+        self.pooling = check_pooling(pooling, head)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.max_length = check_int(max_length, "max_length", minimum=8)
         self.show_progress_bar = show_progress_bar
@@ -437,6 +534,8 @@ class HFCrossEncoder(CachedCrossEncoder):
         mdl, tok, source = load_pair_model(model, head, transformers, self.dtype)
         if tok.pad_token_id is None:
             raise ValueError("the tokenizer has no padding token")
+        if self.pooling == "markers":
+            marker_ids(tok)  # refused here, before any pair is scored, when the vocabulary lacks them
         self.model_path = Path(source) if not isinstance(model, tuple) else None
         self._source = _name or source
         self.tokenizer = tok
@@ -447,7 +546,7 @@ class HFCrossEncoder(CachedCrossEncoder):
             raise ValueError(f"max_length={self.max_length} exceeds the {positions} token positions the model "
                              f"has (its config's max_position_embeddings="
                              f"{mdl.config.max_position_embeddings}); pass max_length <= {positions}")
-        self._room = self.max_length - _special_pair_tokens(tok)
+        self._room = self.max_length - _pair_overhead(tok, self.pooling)
         if self._room < 2:
             raise ValueError(f"max_length={self.max_length} leaves no room for content tokens")
         # item token counts are computed once; they decide the truncation and the batching order
@@ -459,7 +558,7 @@ class HFCrossEncoder(CachedCrossEncoder):
 
     @classmethod
     def from_trained(cls, path: Union[str, Path], items: Sequence[str], *, base: Any = None, head: Optional[str] = None,
-                     device: Any = "auto", dtype: Any = None, batch_size: int = 64,
+                     pooling: Optional[str] = None, device: Any = "auto", dtype: Any = None, batch_size: int = 64,
                      max_length: Optional[int] = None, show_progress_bar: Optional[bool] = None,
                      cache: Optional[PairScoreCache] = None) -> "HFCrossEncoder":
         """A CE trained by :func:`~axn_fast.encoders.training.train_cross_encoder` (saved as a delta).
@@ -470,7 +569,9 @@ class HFCrossEncoder(CachedCrossEncoder):
         hash to the manifest's SHA-256, else ValueError; the trained
         parameters then replace the base's. max_length: default the one it
         was trained with. head: default the trained head; "emb-dot" and "emb-cos" share their
-        parameters, so one may score a CE trained with the other.
+        parameters, so one may score a CE trained with the other. pooling:
+        default (and only accepted value) the one it was trained with: the
+        manifest's ``pooling``, "mean" for deltas that predate the setting.
         """
         torch, transformers = _hf.import_torch_transformers("HFCrossEncoder.from_trained")
         manifest, delta = read_delta(path)
@@ -481,13 +582,17 @@ class HFCrossEncoder(CachedCrossEncoder):
             raise ValueError(f"{str(path)!r} was trained with head {trained_head!r}; it can score with "
                              f"{sorted({trained_head} | ({'emb-dot', 'emb-cos'} if trained_head != 'cls' else set()))}, "
                              f"not head={head!r}")
+        trained_pooling = manifest.get("pooling", "mean")
+        if pooling is not None and pooling != trained_pooling:
+            raise ValueError(f"{str(path)!r} was trained with pooling {trained_pooling!r}; it cannot score with "
+                             f"pooling={pooling!r}")
         if base is None:
             base = manifest["base"].get("path")
             if not base:
                 raise ValueError(f"{str(path)!r} records no base path; pass base=")
         mdl, tok, _ = load_pair_model(base, head, transformers, torch.float32, warn=False)
         apply_delta(mdl, manifest, delta)
-        return cls((mdl, tok), items, head=head, device=device, dtype=dtype, batch_size=batch_size,
+        return cls((mdl, tok), items, head=head, pooling=trained_pooling, device=device, dtype=dtype, batch_size=batch_size,
                    max_length=int(manifest.get("max_length", 128)) if max_length is None else max_length,
                    show_progress_bar=show_progress_bar, cache=cache,
                    _name=f"{manifest['base'].get('name', 'model')}+{manifest.get('name', Path(path).name)}")
@@ -500,17 +605,21 @@ class HFCrossEncoder(CachedCrossEncoder):
             name = p.name if p.name != "model" else p.parent.name
         else:
             name = self._source
-        return {"model": name, "head": self.head, "max_length": self.max_length,
-                "dtype": str(self.dtype).replace("torch.", ""),
-                "truncation": "item first; query keeps at most half when the item needs it"}
+        cfg: Dict[str, Any] = {"model": name, "head": self.head, "max_length": self.max_length,
+                               "dtype": str(self.dtype).replace("torch.", ""),
+                               "truncation": "item first; query keeps at most half when the item needs it"}
+        if self.pooling != "mean":  # absent for "mean", so configs recorded before the setting still match
+            cfg["pooling"] = self.pooling
+        return cfg
 
     @property
     def _namespace(self) -> Any:
-        return ("hf", self._source, self._model_id, self.head, self.max_length, str(self.dtype), self._items_digest)
+        return ("hf", self._source, self._model_id, self.head, self.pooling, self.max_length, str(self.dtype),
+                self._items_digest)
 
     def _batch_tensors(self, query: str, ids: np.ndarray) -> Dict[str, np.ndarray]:
         return encode_pairs(self.tokenizer, [query] * ids.shape[0], [self.items[i] for i in ids.tolist()],
-                            self.max_length, item_lengths=self._item_len[ids])
+                            self.max_length, item_lengths=self._item_len[ids], pooling=self.pooling)
 
     def _forward(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
@@ -530,7 +639,7 @@ class HFCrossEncoder(CachedCrossEncoder):
                 pos = order[s:s + self.batch_size]
                 batch = encode_pairs(self.tokenizer, [queries[j] for j in pair_query[pos].tolist()],
                                      [self.items[i] for i in pair_ids[pos].tolist()], self.max_length,
-                                     item_lengths=self._item_len[pair_ids[pos]])
+                                     item_lengths=self._item_len[pair_ids[pos]], pooling=self.pooling)
                 yield pos, self._forward(batch)
                 bar.update(pos.shape[0])
 

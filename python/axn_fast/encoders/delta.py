@@ -2,7 +2,8 @@
 
 A delta directory holds ``delta.safetensors`` (the trained parameters under
 their names in the full model, nothing else) and ``manifest.json`` (the base
-model's name, path and the SHA-256 of its weights, the head, max_length and
+model's name, path and the SHA-256 of its weights, the head, the emb heads'
+pooling (absent in deltas written before it existed: "mean"), max_length and
 how it was trained). Loading verifies the base's hash before applying the
 delta, so a delta is never applied to the wrong model. Nothing here unpickles.
 """

@@ -62,17 +62,19 @@ def _is_delta(path: Path) -> bool:
 
 
 def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: Union[str, Path, None] = None,
-                       head: Optional[str] = None, device: str = "auto", batch_size: int = 64,
+                       head: Optional[str] = None, pooling: Optional[str] = None, device: str = "auto",
+                       batch_size: int = 64,
                        max_length: Optional[int] = None, cache: Any = None, show_progress_bar: Optional[bool] = None
                        ) -> "HFCrossEncoder":
     """The one place that turns a CE name (or a model path + head) into a cross-encoder over ``items``.
 
     ``name`` is a key of :data:`NAMED_CES`; ``model`` overrides it: ``"minilm"`` (the bundled
     checkpoint), a checkpoint directory (with ``head``, default "emb-dot"), or a trained delta
-    directory written by ``train_cross_encoder`` (its base and head come from its manifest; a
-    base named all-MiniLM-L6-v2 is the bundled one). max_length: tokens per pair (default: the
-    delta's training length, else 128). Every CLI command builds its CE here, so changing
-    :data:`DEFAULT_CE` changes them all.
+    directory written by ``train_cross_encoder`` (its base, head and pooling come from its manifest;
+    a base named all-MiniLM-L6-v2 is the bundled one). pooling: the emb heads' "mean" | "markers"
+    (default: a delta's trained pooling, which is then the only one accepted; else "mean").
+    max_length: tokens per pair (default: the delta's training length, else 128). Every CLI command
+    builds its CE here, so changing :data:`DEFAULT_CE` changes them all.
     """
     delta: Optional[Path] = None
     if model is None:
@@ -98,7 +100,8 @@ def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: U
             base = recorded["path"]
         if base is None:
             raise ValueError(f"cannot find the base model {recorded.get('name')!r} of the trained CE {str(delta)!r}")
-        return HFCrossEncoder.from_trained(delta, items, base=base, head=head, max_length=max_length, **kwargs)
+        return HFCrossEncoder.from_trained(delta, items, base=base, head=head, pooling=pooling,
+                                           max_length=max_length, **kwargs)
     path = minilm_path() if str(model) == "minilm" else Path(model)
-    return HFCrossEncoder(path, items, head=head or "emb-dot", max_length=128 if max_length is None else max_length,
-                          **kwargs)
+    return HFCrossEncoder(path, items, head=head or "emb-dot", pooling=pooling or "mean",
+                          max_length=128 if max_length is None else max_length, **kwargs)

@@ -5,13 +5,24 @@ Appendix A.1): for each training query, the gold item and ``n_negatives``
 negatives (the dual-encoder's top-scored non-gold items, or random ones) are
 scored by the CE in one softmax, and the loss is the cross-entropy of the gold
 item. Heads are those of :class:`~axn_fast.encoders.cross_encoder.HFCrossEncoder`:
-``"emb-dot"`` (the [EMB]-CE: dot product of the mean-pooled query and item
-token vectors after joint encoding — pooling rather than [EMB] marker tokens,
-because it needs no change to the tokenizer's pair template and the markers'
-input embeddings would stay untrained when only the top layers are trained),
-``"emb-cos"``, and ``"cls"`` (a linear head on the pooled [CLS] vector). The
-forward pass is :func:`~axn_fast.encoders.cross_encoder.pair_scores`, the same
-function inference uses, so a trained CE scores identically in both.
+``"emb-dot"`` (the [EMB]-CE: dot product of a query and an item vector after
+joint encoding), ``"emb-cos"``, and ``"cls"`` (a linear head on the pooled
+[CLS] vector). The emb heads take their two vectors by ``pooling``: ``"mean"``
+(default: the mean of the query's and of the item's token vectors; works with
+any tokenizer) or ``"markers"`` (ANNCUR's [EMB] tokens: the vectors at a
+marker put before the query and one before the item, BERT's ``[unused0]`` /
+``[unused1]``). With markers only the top layers train too: the markers' input
+embeddings stay frozen (never trained in pre-training either), and the layers
+above learn to gather the pair into those two positions. They learn more
+slowly: in an untrained model the marker states hardly depend on the text, and
+even in all-MiniLM-L6-v2 (top 2 layers trained) the first losses are large
+(the two states' dot products are): on a toy colour-to-fruit task at lr 1e-4
+markers reached 0.75 dev accuracy after ~140 steps, mean pooling after 24.
+Which pooling gives the better CE (and the lower-rank score matrix) is
+measured on the real task, not assumed: train both with
+``axn-fast train-ce --pooling``. The forward pass is
+:func:`~axn_fast.encoders.cross_encoder.pair_scores`, the same function
+inference uses, so a trained CE scores identically in both.
 
 Only the top ``trainable_layers`` transformer layers (plus the head's own
 parameters for ``"cls"``) are trained; the rest, embeddings included, stay
@@ -48,7 +59,8 @@ import numpy as np
 from axn_fast._progress import progress
 from axn_fast._validation import check_int
 from axn_fast.encoders import _hf
-from axn_fast.encoders.cross_encoder import HEADS, encode_pairs, load_pair_model, model_inputs, pair_scores
+from axn_fast.encoders.cross_encoder import (HEADS, check_pooling, encode_pairs, load_pair_model, marker_ids,
+                                             model_inputs, pair_scores)
 from axn_fast.encoders.delta import weights_sha256, write_delta
 
 __all__ = ["train_cross_encoder", "mine_negatives", "random_negatives", "TrainResult", "evaluate_candidates"]
@@ -207,10 +219,12 @@ def trainable_names(model: Any, head: str, trainable_layers: int) -> List[str]:
 def evaluate_candidates(model: Any, tokenizer: Any, head: str, queries: Sequence[str], items: Sequence[str],
                         candidates: np.ndarray, *, max_length: int, device: Any,
                         item_lengths: Optional[np.ndarray] = None, batch_pairs: int = 128,
-                        show_progress_bar: Optional[bool] = None) -> np.ndarray:
+                        show_progress_bar: Optional[bool] = None, pooling: str = "mean") -> np.ndarray:
     """Scores of each query against its candidate items: (n_queries, n_candidates) float32.
 
-    candidates: (n_queries, n_candidates) item ids. Uses the training/inference forward pass.
+    candidates: (n_queries, n_candidates) item ids; pooling: "mean" | "markers"
+    (see :func:`~axn_fast.encoders.cross_encoder.encode_pairs`). Uses the
+    training/inference forward pass.
     """
     import torch
 
@@ -227,7 +241,8 @@ def evaluate_candidates(model: Any, tokenizer: Any, head: str, queries: Sequence
             for s in range(0, out.shape[0], batch_pairs):
                 qi, ii = flat_q[s:s + batch_pairs], flat_i[s:s + batch_pairs]
                 batch = encode_pairs(tokenizer, [queries[j] for j in qi.tolist()], [items[j] for j in ii.tolist()],
-                                     max_length, item_lengths=None if lens is None else lens[ii])
+                                     max_length, item_lengths=None if lens is None else lens[ii],
+                                     pooling=pooling)
                 out[s:s + qi.shape[0]] = pair_scores(model, head, model_inputs(model, batch, device, torch)).float().cpu().numpy()
                 bar.update(qi.shape[0])
     finally:
@@ -243,8 +258,8 @@ def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 
 def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str], gold: Any,
                         out_dir: Union[str, "os.PathLike[str]"], *,
-                        head: str = "emb-dot", negatives: Union[str, np.ndarray] = "de", n_negatives: int = 15,
-                        n_random_negatives: int = 0,
+                        head: str = "emb-dot", pooling: str = "mean", negatives: Union[str, np.ndarray] = "de",
+                        n_negatives: int = 15, n_random_negatives: int = 0,
                         dual_encoder: Any = None, item_embeddings: Optional[np.ndarray] = None,
                         dev_queries: Any = None, dev_gold: Any = None,
                         dev_negatives: Union[str, np.ndarray, None] = None, epochs: int = 1, lr: float = 5e-5,
@@ -259,7 +274,10 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     base: a checkpoint directory, a hub id, or a loaded ``(model, tokenizer)``
     (for ``"cls"`` a sequence-classification model; a plain encoder gets a new
     one-logit head); items: (n_items,) item texts; queries: (n_queries,) query
-    texts; gold: (n_queries,) gold item ids; head: "emb-dot" | "emb-cos" | "cls".
+    texts; gold: (n_queries,) gold item ids; head: "emb-dot" | "emb-cos" | "cls";
+    pooling: for the emb heads, "mean" (default) | "markers" ([EMB] marker
+    tokens; BERT vocabularies only), recorded in the delta's manifest and part
+    of the settings a resumed run must match.
 
     negatives: ``"de"`` (the top ``n_negatives`` non-gold items of
     ``dual_encoder``, an object with ``encode(texts) -> (n, d)`` whose inner
@@ -296,6 +314,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     torch, transformers = _hf.import_torch_transformers("train_cross_encoder")
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    pooling = check_pooling(pooling, head)
     items = _check_texts(items, "items")
     if not items:
         raise ValueError("items must hold at least one item text")
@@ -362,6 +381,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     # --- model -----------------------------------------------------------------------------------------
     torch.manual_seed(seed)  # a new cls head is initialised from the seed
     model, tok, source = load_pair_model(base, head, transformers, torch.float32, warn=False)
+    if pooling == "markers":
+        marker_ids(tok)  # a vocabulary without the markers is refused before any training
     base_sha = weights_sha256(model)
     names = trainable_names(model, head, trainable_layers)
     trained, opt, opt_order = _train_only(model, names, dev, lr, weight_decay, torch)
@@ -385,6 +406,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                 "max_length": max_length, "trainable_layers": trainable_layers, "seed": seed,
                 "weight_decay": weight_decay, "n_train_queries": len(queries), "n_items": len(items),
                 "n_dev_queries": len(dev_queries) if has_dev else 0, "eval_every": eval_every}
+    if pooling != "mean":  # absent for "mean": the run key of a mean-pooling run is what it was before the setting
+        settings["pooling"] = pooling
     run_key = _digest(data_key, settings, base_sha)
 
     # --- resume --------------------------------------------------------------------------------------
@@ -400,7 +423,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         _load_checkpoint(ckpt, model, opt, names, opt_order, torch)
 
     def manifest(step: Optional[int]) -> Dict[str, Any]:
-        return {"name": name or out.name, "head": head, "max_length": max_length, "base": base_desc,
+        return {"name": name or out.name, "head": head, "pooling": pooling, "max_length": max_length,
+                "base": base_desc,
                 "training": dict(settings, step=step, dev_curve=state["dev_curve"],
                                  best_step=state["best_step"], best_dev_accuracy=state["best_dev_accuracy"],
                                  seconds=state["seconds"], torch=torch.__version__,
@@ -416,7 +440,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                                                        np.random.default_rng([seed, 1 << 30]))], axis=1)
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             sc = evaluate_candidates(model, tok, head, dev_queries, items, cand, max_length=max_length,
-                                     device=dev, item_lengths=item_len, show_progress_bar=show_progress_bar)
+                                     device=dev, item_lengths=item_len, show_progress_bar=show_progress_bar,
+                                     pooling=pooling)
         acc = float(np.mean(np.argmax(sc, axis=1) == 0))
         entry = {"step": step, "epoch": round(step / steps_per_epoch, 4), "train_loss": loss,
                  "dev_accuracy": acc, "seconds": round(seconds_before + time.time() - t_start, 1)}
@@ -446,7 +471,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
             nc = cand.shape[1]
             batch = encode_pairs(tok, [queries[r] for r in rows.tolist() for _ in range(nc)],
                                  [items[j] for j in cand.reshape(-1).tolist()], max_length,
-                                 item_lengths=item_len[cand.reshape(-1)])
+                                 item_lengths=item_len[cand.reshape(-1)], pooling=pooling)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total, warm, lr)
             torch.manual_seed(seed * 1_000_003 + step)  # dropout is a function of (seed, step): resumable
