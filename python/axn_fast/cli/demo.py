@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from axn_fast.cli._args import UsageError, device, float_range, int_range
 
@@ -99,12 +99,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         de_class: Any = HFDualEncoder  # not annotated by its owner yet
         de = de_class(minilm_path(), device=args.device, show_progress_bar=show)
-        # the live CE must be the one that made the subset's scores: by name when the subset records one
-        # (axn-fast build-subset does), else the bundled MiniLM with the recorded head
-        ce_kwargs: Dict[str, Any] = ({"name": ds.ce_config["name"]} if "name" in ds.ce_config
-                                     else {"model": "minilm", "head": head})
-        ce = load_cross_encoder(items, **ce_kwargs, device=args.device, batch_size=args.batch_size,
-                                max_length=int(ds.ce_config.get("max_length", 128)), show_progress_bar=False)
+        # the live CE must be the one that made the subset's scores
+        ce = load_cross_encoder(items, **ds.ce_kwargs(), device=args.device, batch_size=args.batch_size,
+                                show_progress_bar=False)
     except ImportError as exc:
         raise ImportError(f"{exc}; the demo needs the demo extra: pip install 'axn_fast[demo]'") from exc
     ce_name = ds.ce_config.get("name", f"all-MiniLM-L6-v2, head {head}")

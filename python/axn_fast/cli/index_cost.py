@@ -42,6 +42,8 @@ def _scores_ce(recorded: Dict[str, Any], items: List[str]) -> Optional[str]:
     max_length, dtype), or None."""
     from axn_fast.encoders.models import NAMED_CES, load_cross_encoder
 
+    if "name" in recorded:
+        return str(recorded["name"])
     keys = ("model", "head", "max_length", "dtype")
     for name in NAMED_CES:
         try:

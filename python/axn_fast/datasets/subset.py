@@ -55,6 +55,15 @@ class WordNetSubset:
     def n_queries(self) -> int:
         return len(self.queries)
 
+    def ce_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`~axn_fast.encoders.models.load_cross_encoder` that rebuild the CE
+        whose scores the subset holds: by name when recorded (``axn-fast build-subset`` records it), else
+        the bundled MiniLM with the recorded head (subsets scored before CEs had names)."""
+        max_length = int(self.ce_config.get("max_length", 128))
+        if "name" in self.ce_config:
+            return {"name": str(self.ce_config["name"]), "max_length": max_length}
+        return {"model": "minilm", "head": str(self.ce_config.get("head", "emb-cos")), "max_length": max_length}
+
     def validate(self) -> "WordNetSubset":
         """Check shapes and ranges; raises ValueError naming the inconsistent field."""
         nq, ni = len(self.queries), len(self.items)

@@ -19,8 +19,8 @@ def wordnet_subset_bundle(*, device: str = "auto") -> Tuple[IndexBundle, QueryEm
     """An in-memory bundle over the shipped WordNet subset and its query embedder.
 
     Items are embedded by the bundled all-MiniLM-L6-v2 dual-encoder (which also
-    embeds queries: ``u0``); the CE is the subset's own configuration (MiniLM
-    [EMB]-CE head), built by :func:`~axn_fast.encoders.models.load_cross_encoder`;
+    embeds queries: ``u0``); the CE is the one that scored the subset
+    (:meth:`WordNetSubset.ce_kwargs`: its name, e.g. the trained ``minilm-wordnet``), built by :func:`~axn_fast.encoders.models.load_cross_encoder`;
     the CE -> DE score normalisation is fitted on the subset's train queries and
     their shipped scores, as ``axn-fast demo`` does. Needs the ``demo`` extra.
     """
@@ -36,9 +36,7 @@ def wordnet_subset_bundle(*, device: str = "auto") -> Tuple[IndexBundle, QueryEm
         train = ds.splits["train"]
         U = de.encode([ds.queries[r] for r in train], show_progress_bar=False)
         norm = demo_normalization(U, V, ds.scores[train])
-    ce = {"model": "minilm", "head": str(ds.ce_config.get("head", "emb-cos")),
-          "max_length": int(ds.ce_config.get("max_length", 128))}
-    bundle = IndexBundle(Index(V), de_model="minilm", normalization=norm, items=list(ds.items), ce=ce,
+    bundle = IndexBundle(Index(V), de_model="minilm", normalization=norm, items=list(ds.items), ce=ds.ce_kwargs(),
                          metadata={"source": "the WordNet subset shipped with axn_fast"})
 
     def embed(texts: List[str]) -> NDArray[np.float32]:
