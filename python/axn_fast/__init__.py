@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "PairScoreCache": ".encoders.cross_encoder",
     "HFDualEncoder": ".encoders.dual_encoder",
     "minilm_path": ".encoders.models",
+    "load_cross_encoder": ".encoders.models",
     "load_wordnet_subset": ".datasets",
     # offline indexing and files
     "build_score_matrix": ".indexing.score_matrix",
@@ -57,7 +58,7 @@ _LAZY: dict[str, str] = {
 if TYPE_CHECKING:  # the lazy names' real types, for type checkers (kept equal to _LAZY by tests/test_static.py)
     from axn_fast.encoders.cross_encoder import HFCrossEncoder, PairScoreCache, SentenceTransformersCE
     from axn_fast.encoders.dual_encoder import HFDualEncoder
-    from axn_fast.encoders.models import minilm_path
+    from axn_fast.encoders.models import load_cross_encoder, minilm_path
     from axn_fast.datasets import load_wordnet_subset
     from axn_fast.indexing.score_matrix import ScoreMatrix, build_score_matrix
     from axn_fast.indexing.factorize import FactorizationHistory, factorize
@@ -82,7 +83,7 @@ __all__ = [
     "HFCrossEncoder", "HFDualEncoder", "IndexBundle", "IndexFileError", "InductiveMF", "PairScoreCache",
     "ScoreMatrix", "ScoreNormalization", "SentenceTransformersCE", "TOUR", "TfidfRetriever",
     "build_score_matrix", "estimate_normalization", "evaluate", "exact_search", "factorize",
-    "load_wordnet_subset", "low_rank_scores", "minilm_path", "normalization_from_score_matrix",
+    "load_cross_encoder", "load_wordnet_subset", "low_rank_scores", "minilm_path", "normalization_from_score_matrix",
     "plot_recall_vs_budget",
 ]
 
