@@ -378,7 +378,7 @@ def test_ce_identity_pins_a_trained_delta(tmp_path):
     import shutil
 
     from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES, TRAINED_DIR
-    from axn_fast.evaluation.data import ce_identity
+    from axn_fast.encoders.models import ce_identity
 
     a = ce_identity()
     assert a["name"] == DEFAULT_CE and a["entry"] == list(NAMED_CES[DEFAULT_CE]) and len(a["delta_sha256"]) == 64

@@ -86,10 +86,10 @@ def model_path(name: str) -> Path:
 def ce_choice(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """``(ce_config, identity)`` of the CE the flags choose: ``ce_config`` is what the bundle records
     (``load_cross_encoder(items, **ce_config)`` rebuilds the CE), ``identity`` also pins a trained
-    delta's files (:func:`~axn_fast.evaluation.data.ce_identity`). UsageError for flags that do not go
+    delta's files (:func:`~axn_fast.encoders.models.ce_identity`). UsageError for flags that do not go
     together or an unknown name."""
     from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES
-    from axn_fast.evaluation.data import ce_identity
+    from axn_fast.encoders.models import ce_identity
 
     config: Dict[str, Any]
     if args.ce_model is None:

@@ -5,6 +5,7 @@ its install directory, so nothing is ever downloaded from a model hub.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -60,6 +61,53 @@ def _is_delta(path: Path) -> bool:
     return (path / "manifest.json").is_file() and (path / "delta.safetensors").is_file()
 
 
+def _resolve(name: Optional[str], model: Union[str, Path, None]) -> Tuple[Union[str, Path], Optional[str], Optional[Path]]:
+    """``(model, head of the named entry or None, trained delta directory or None)`` of a CE given by
+    ``name`` (a key of :data:`NAMED_CES`, None: :data:`DEFAULT_CE`) or, overriding it, by ``model``."""
+    if model is None:
+        name = DEFAULT_CE if name is None else name
+        if name not in NAMED_CES:
+            raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
+        base, head, delta_name = NAMED_CES[name]
+        if delta_name is None:
+            return base, head, None
+        delta = TRAINED_DIR / delta_name
+        if not _is_delta(delta):
+            raise FileNotFoundError(f"the trained CE {name!r} is missing its files under {str(delta)!r}; "
+                                    "reinstall axn_fast")
+        return base, head, delta
+    if str(model) != "minilm" and _is_delta(Path(model)):
+        return model, None, Path(model)
+    return model, None, None
+
+
+def ce_identity(name: Optional[str] = None, *, model: Union[str, Path, None] = None, head: Optional[str] = None,
+                max_length: Optional[int] = None) -> Dict[str, Any]:
+    """What identifies the scores of the CE that ``load_cross_encoder(items, name, model=, head=,
+    max_length=)`` builds (JSON-able; the item texts are not part of it), without loading it.
+
+    A named CE (``name``, default :data:`DEFAULT_CE`) gives its name and :data:`NAMED_CES` entry;
+    ``model`` (overrides ``name``) its resolved directory. A trained delta adds the SHA-256 of its
+    files, so a delta retrained under the same name is another CE. ``head``/``max_length`` None: the
+    CE's own. Checkpoints of live scores are keyed by it.
+    """
+    _, _, delta = _resolve(name, model)
+    ident: Dict[str, Any]
+    if model is None:
+        name = DEFAULT_CE if name is None else name
+        ident = {"name": name, "entry": list(NAMED_CES[name])}
+    else:
+        path = minilm_path() if str(model) == "minilm" else Path(model)
+        ident = {"model": str(path.resolve())}
+    ident.update(head=head, max_length=max_length)
+    if delta is not None:
+        h = hashlib.sha256()
+        for f in ("manifest.json", "delta.safetensors"):
+            h.update(hashlib.sha256((delta / f).read_bytes()).digest())
+        ident["delta_sha256"] = h.hexdigest()
+    return ident
+
+
 def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: Union[str, Path, None] = None,
                        head: Optional[str] = None, pooling: Optional[str] = None, device: str = "auto",
                        batch_size: int = 64,
@@ -75,19 +123,8 @@ def load_cross_encoder(items: Sequence[str], name: str = DEFAULT_CE, *, model: U
     max_length: tokens per pair (default: the delta's training length, else 128). Every CLI command
     builds its CE here, so changing :data:`DEFAULT_CE` changes them all.
     """
-    delta: Optional[Path] = None
-    if model is None:
-        if name not in NAMED_CES:
-            raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
-        model, default_head, delta_name = NAMED_CES[name]
-        if delta_name is not None:
-            delta = TRAINED_DIR / delta_name
-            if not _is_delta(delta):
-                raise FileNotFoundError(f"the trained CE {name!r} is missing its files under {str(delta)!r}; "
-                                        "reinstall axn_fast")
-        head = head or default_head
-    elif str(model) != "minilm" and _is_delta(Path(model)):
-        delta = Path(model)
+    model, default_head, delta = _resolve(name if model is None else None, model)
+    head = head or default_head
     kwargs = dict(device=device, batch_size=batch_size, cache=cache, show_progress_bar=show_progress_bar)
     if delta is not None:
         manifest = json.loads((delta / "manifest.json").read_text())

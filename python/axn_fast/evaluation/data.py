@@ -272,40 +272,6 @@ def live_scores(ce: Any, n_items: int, queries: Sequence[Any], rows: ArrayLike, 
     return S
 
 
-def ce_identity(name: Optional[str] = None, *, model: Optional[PathLike] = None, head: Optional[str] = None,
-                max_length: Optional[int] = None) -> Dict[str, Any]:
-    """What identifies the scores of the CE that ``load_cross_encoder(items, name, model=, head=,
-    max_length=)`` builds (JSON-able; the item texts are not part of it).
-
-    A named CE (``name``, default :data:`~axn_fast.encoders.models.DEFAULT_CE`) gives its
-    name and :data:`~axn_fast.encoders.models.NAMED_CES` entry; ``model`` (overrides ``name``)
-    its resolved directory. A trained delta adds the SHA-256 of its files, so a delta
-    retrained under the same name is another CE. ``head``/``max_length`` None: the CE's own.
-    """
-    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES, TRAINED_DIR, minilm_path
-
-    delta: Optional[Path] = None
-    ident: Dict[str, Any]
-    if model is None:
-        name = DEFAULT_CE if name is None else name
-        if name not in NAMED_CES:
-            raise ValueError(f"name must be one of {sorted(NAMED_CES)}, got {name!r}")
-        base, default_head, delta_name = NAMED_CES[name]
-        ident = {"name": name, "entry": [base, default_head, delta_name]}
-        delta = None if delta_name is None else TRAINED_DIR / delta_name
-    else:
-        path = minilm_path() if str(model) == "minilm" else Path(model)
-        ident = {"model": str(path.resolve())}
-        delta = path if (path / "manifest.json").is_file() and (path / "delta.safetensors").is_file() else None
-    ident.update(head=head, max_length=max_length)
-    if delta is not None:
-        h = hashlib.sha256()
-        for f in ("manifest.json", "delta.safetensors"):
-            h.update(hashlib.sha256((delta / f).read_bytes()).digest())
-        ident["delta_sha256"] = h.hexdigest()
-    return ident
-
-
 def load_live(ce_model: Optional[PathLike], items: PathLike, queries: PathLike, train: PathLike, test: PathLike, *,
               checkpoint_dir: PathLike, ce_head: Optional[str] = None, ce_name: Optional[str] = None,
               dev: Optional[PathLike] = None, gold: Optional[PathLike] = None, item_emb: Optional[PathLike] = None,
@@ -322,7 +288,7 @@ def load_live(ce_model: Optional[PathLike], items: PathLike, queries: PathLike, 
     written there as ``live_scores.npy`` (rows outside the splits are 0), for later runs on
     the same scores.
     """
-    from axn_fast.encoders.models import load_cross_encoder, minilm_path
+    from axn_fast.encoders.models import ce_identity, load_cross_encoder, minilm_path
 
     if (item_emb is None) != (query_emb is None):
         raise ValueError("give both item_emb and query_emb, or neither")
