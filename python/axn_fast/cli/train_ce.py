@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-negatives", type=int_range(0), default=0, metavar="N",
                         help="extra random negatives per query, redrawn every step (they fix the score "
                         "scale across unrelated items; default 0)")
+    parser.add_argument("--hard-pool", type=int_range(1), default=None, metavar="P",
+                        help="draw the n-negatives hard negatives afresh every step from the DE's top P "
+                        "non-gold items (default: always its top n-negatives)")
+    parser.add_argument("--init", type=Path, default=None, metavar="DELTA",
+                        help="start from this trained delta of the same base, head and pooling (a second "
+                        "stage); --trainable-layers must cover its layers")
     parser.add_argument("--de-cache", type=Path, default=None,
                         help=".npz holding the DE's item embeddings (written on first use, reused when the "
                         "items and DE match)")
@@ -164,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         de, emb = _item_embeddings(args, base, items)
     result = train_cross_encoder(
         base, items, queries, gold, args.out, head=args.head, pooling=args.pooling, negatives=args.negatives,
-        n_negatives=args.n_negatives, n_random_negatives=args.random_negatives, dual_encoder=de,
+        n_negatives=args.n_negatives, n_random_negatives=args.random_negatives,
+        hard_pool=args.hard_pool, init=args.init, dual_encoder=de,
         item_embeddings=emb, dev_queries=dq, dev_gold=dg,
         epochs=args.epochs, lr=args.lr, warmup=args.warmup, batch_size=args.batch_size,
         max_length=args.max_length, trainable_layers=args.trainable_layers, seed=args.seed,

@@ -259,7 +259,7 @@ def _lr_at(step: int, total: int, warmup: int, lr: float) -> float:
 def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str], gold: Any,
                         out_dir: Union[str, "os.PathLike[str]"], *,
                         head: str = "emb-dot", pooling: str = "mean", negatives: Union[str, np.ndarray] = "de",
-                        n_negatives: int = 15, n_random_negatives: int = 0,
+                        n_negatives: int = 15, n_random_negatives: int = 0, hard_pool: Optional[int] = None,
                         dual_encoder: Any = None, item_embeddings: Optional[np.ndarray] = None,
                         dev_queries: Any = None, dev_gold: Any = None,
                         dev_negatives: Union[str, np.ndarray, None] = None, epochs: int = 1, lr: float = 5e-5,
@@ -267,6 +267,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                         seed: int = 0, device: Any = "auto", dtype: Any = None, eval_every: int = 100,
                         checkpoint_every: int = 25, save_dtype: Optional[str] = None, weight_decay: float = 0.01,
                         name: Optional[str] = None, base_name: Optional[str] = None,
+                        init: Union[str, "os.PathLike[str]", None] = None,
                         show_progress_bar: Optional[bool] = None, on_step: Optional[Callable[[int, float], None]] = None
                         ) -> TrainResult:
     """Fine-tune ``base`` as a CE on (query, gold item) pairs and save the best delta under ``out_dir/best``.
@@ -294,6 +295,17 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     number of random negatives, drawn once.
     Each training query contributes ``1 + n_negatives + n_random_negatives``
     pairs to one softmax.
+    hard_pool: draw each step's ``n_negatives`` hard negatives afresh (a
+    function of seed and step) from the top ``hard_pool`` mined ones (the
+    first ``hard_pool`` columns of a given array) instead of always the same
+    top ``n_negatives``: the CE then sees look-alikes from as deep in the DE's
+    list as it will re-rank. Default None: the fixed top ``n_negatives``. The
+    dev set keeps its fixed top ``n_negatives``.
+    init: a trained delta (of the same ``base``, ``head`` and ``pooling``) to
+    start from instead of the base's own weights: a second stage with other
+    negatives, more layers or a new learning-rate schedule. Its parameters
+    must be among those trained here (``trainable_layers`` at least its
+    layers); the saved delta is again relative to ``base``.
     dev_queries / dev_gold: an optional dev set, scored every ``eval_every``
     steps (and before the first) as the accuracy of ranking the gold first
     among itself and ``dev_negatives`` (default: mined like ``negatives``);
@@ -327,6 +339,15 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         raise ValueError(f"no negatives available: n_negatives={n_negatives} but only {len(items) - 1} "
                          "non-gold items exist")
     n_random_negatives = check_int(n_random_negatives, "n_random_negatives", minimum=0)
+    if hard_pool is not None:
+        hard_pool = check_int(hard_pool, "hard_pool", minimum=n_negatives)
+        if isinstance(negatives, str) and negatives == "random":
+            raise ValueError("hard_pool draws from mined hard negatives: it needs negatives='de' or an id array, "
+                             "not 'random'")
+        if hard_pool > len(items) - 1:
+            raise ValueError(f"no negatives available: hard_pool={hard_pool} but only {len(items) - 1} "
+                             "non-gold items exist")
+    n_mined = n_negatives if hard_pool is None else hard_pool
     if n_random_negatives and n_negatives + n_random_negatives > len(items) - 1:
         raise ValueError(f"no negatives available: n_negatives + n_random_negatives = "
                          f"{n_negatives + n_random_negatives} but only {len(items) - 1} non-gold items exist")
@@ -362,7 +383,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     # --- negatives (mined once, kept on disk so a resumed run needs no DE) -------------------------
     data_key = _digest(items, queries, gold, dev_queries, None if dev_gold is None else dev_gold,
                        negatives if isinstance(negatives, str) else np.asarray(negatives), n_negatives, seed,
-                       None if dev_negatives is None or isinstance(dev_negatives, str) else np.asarray(dev_negatives))
+                       None if dev_negatives is None or isinstance(dev_negatives, str) else np.asarray(dev_negatives),
+                       *(() if hard_pool is None else (hard_pool,)))
     neg_file = out / "negatives.npz"
     train_neg = dev_neg = None
     if neg_file.is_file():
@@ -372,7 +394,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                 dev_neg = z["dev"] if has_dev else None
     if train_neg is None:
         train_neg, dev_neg = _negatives(base, items, queries, gold, dev_queries, dev_gold, negatives, dev_negatives,
-                                        n_negatives, dual_encoder, seed, item_embeddings)
+                                        n_negatives, dual_encoder, seed, item_embeddings, n_mined)
         tmp = out / "negatives.tmp.npz"
         np.savez(tmp, key=np.array(data_key), train=train_neg,
                  dev=dev_neg if dev_neg is not None else np.zeros((0, n_negatives), np.int64))
@@ -385,6 +407,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         marker_ids(tok)  # a vocabulary without the markers is refused before any training
     base_sha = weights_sha256(model)
     names = trainable_names(model, head, trainable_layers)
+    init_desc = None if init is None else _apply_init(init, model, names, head, pooling)
     trained, opt, opt_order = _train_only(model, names, dev, lr, weight_decay, torch)
 
     item_len = np.array([len(t) for t in tok(items, add_special_tokens=False)["input_ids"]], dtype=np.int64)
@@ -408,6 +431,10 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                 "n_dev_queries": len(dev_queries) if has_dev else 0, "eval_every": eval_every}
     if pooling != "mean":  # absent for "mean": the run key of a mean-pooling run is what it was before the setting
         settings["pooling"] = pooling
+    if hard_pool is not None:  # absent when unused, for the same reason
+        settings["hard_pool"] = hard_pool
+    if init_desc is not None:
+        settings["init"] = init_desc
     run_key = _digest(data_key, settings, base_sha)
 
     # --- resume --------------------------------------------------------------------------------------
@@ -464,7 +491,11 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
             epoch, i = divmod(step, steps_per_epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(queries))
             rows = order[i * batch_size:(i + 1) * batch_size]
-            cand = np.concatenate([gold[rows][:, None], train_neg[rows]], axis=1)  # gold is candidate 0
+            hard = train_neg[rows]
+            if hard_pool is not None:
+                pick = np.random.default_rng([seed, step, 2]).random(hard.shape).argsort(axis=1)[:, :n_negatives]
+                hard = np.take_along_axis(hard, pick, axis=1)
+            cand = np.concatenate([gold[rows][:, None], hard], axis=1)  # gold is candidate 0
             if n_random_negatives:
                 cand = np.concatenate([cand, _extra_random(cand, len(items), n_random_negatives,
                                                            np.random.default_rng([seed, step, 1]))], axis=1)
@@ -517,8 +548,9 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
 
 def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray, dev_queries: Any,
                dev_gold: Any, negatives: Any, dev_negatives: Any, n_negatives: int,
-               dual_encoder: Any, seed: int, item_embeddings: Optional[np.ndarray] = None
-               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+               dual_encoder: Any, seed: int, item_embeddings: Optional[np.ndarray] = None,
+               n_train: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(train, dev) negative ids: (n_queries, n_train or n_negatives) and (n_dev, n_negatives)."""
     has_dev = dev_queries is not None
     dev_spec = negatives if dev_negatives is None else dev_negatives
     if isinstance(dev_spec, np.ndarray) and not isinstance(negatives, np.ndarray) and dev_negatives is None:
@@ -540,16 +572,38 @@ def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray
         else:
             item_emb = np.asarray(dual_encoder.encode(items), dtype=np.float32)
 
-    def make(spec: Any, qs: List[str], g: np.ndarray, what: str, s: int) -> np.ndarray:
+    def make(spec: Any, qs: List[str], g: np.ndarray, what: str, s: int, n: int) -> np.ndarray:
         if isinstance(spec, str) and spec == "de":
-            return mine_negatives(np.asarray(dual_encoder.encode(qs), dtype=np.float32), item_emb, g, n_negatives)
+            return mine_negatives(np.asarray(dual_encoder.encode(qs), dtype=np.float32), item_emb, g, n)
         if isinstance(spec, str):
-            return random_negatives(len(items), g, n_negatives, seed=s)
-        return _check_negatives(spec, g, len(items), n_negatives, what)
+            return random_negatives(len(items), g, n, seed=s)
+        return _check_negatives(spec, g, len(items), n, what)
 
-    train = make(negatives, queries, gold, "negatives", seed)
-    dev = make(dev_spec, dev_queries, dev_gold, "dev_negatives", seed + 1) if has_dev else None
+    train = make(negatives, queries, gold, "negatives", seed, n_train or n_negatives)
+    dev = make(dev_spec, dev_queries, dev_gold, "dev_negatives", seed + 1, n_negatives) if has_dev else None
     return train, dev
+
+
+def _apply_init(init: Any, model: Any, names: List[str], head: str, pooling: str) -> Dict[str, Any]:
+    """Load the trained delta ``init`` into ``model`` (its base verified by SHA-256) and return what the
+    run key and manifest record of it; refuse a delta of another head or pooling, or one holding
+    parameters this run would freeze (they would silently be lost from the saved delta)."""
+    from axn_fast.encoders.delta import DELTA_FILE, apply_delta, read_delta
+
+    d = Path(init).expanduser()
+    manifest, tensors = read_delta(d)
+    if manifest["head"] != head:
+        raise ValueError(f"init: {str(d)!r} was trained with head {manifest['head']!r}, this run uses {head!r}")
+    if manifest.get("pooling", "mean") != pooling:
+        raise ValueError(f"init: {str(d)!r} was trained with pooling {manifest.get('pooling', 'mean')!r}, "
+                         f"this run uses {pooling!r}")
+    frozen = sorted(set(tensors) - set(names))
+    if frozen:
+        raise ValueError(f"init: {str(d)!r} holds {len(frozen)} parameters this run would not train (e.g. "
+                         f"{frozen[0]!r}); raise trainable_layers to cover its layers")
+    apply_delta(model, manifest, tensors)
+    sha = hashlib.sha256((d / DELTA_FILE).read_bytes()).hexdigest()
+    return {"name": manifest.get("name"), "sha256": sha}
 
 
 def _device_and_autocast(device: Any, dtype: Any, torch: Any) -> Tuple[Any, Any]:
