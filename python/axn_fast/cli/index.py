@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -88,8 +87,7 @@ def ce_choice(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any]]
     (``load_cross_encoder(items, **ce_config)`` rebuilds the CE), ``identity`` also pins a trained
     delta's files (:func:`~axn_fast.encoders.models.ce_identity`). UsageError for flags that do not go
     together or an unknown name."""
-    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES
-    from axn_fast.encoders.models import ce_identity
+    from axn_fast.encoders.models import DEFAULT_CE, NAMED_CES, ce_identity
 
     config: Dict[str, Any]
     if args.ce_model is None:
@@ -116,29 +114,6 @@ def ce_choice(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any]]
     return config, identity
 
 
-#: next to G's checkpoint: the identity of the CE that scored it. The checkpoint itself is keyed
-#: by ce_config, which names the CE but cannot tell a trained delta replaced under the same name.
-CE_IDENTITY_FILE = "ce_identity.json"
-
-
-def pin_checkpoint_ce(ckpt: Path, identity: Dict[str, Any]) -> None:
-    """Record ``identity`` in the checkpoint directory ``ckpt``, or refuse (CheckpointMismatch) to
-    resume a checkpoint holding another CE's scores."""
-    from axn_fast.io.checkpoint import MANIFEST, CheckpointMismatch
-    from axn_fast.io.files import atomic_write_json, read_json
-
-    f = ckpt / CE_IDENTITY_FILE
-    if (ckpt / MANIFEST).is_file():  # scores exist: pinned when they were started (else only ce_config guards)
-        stored = read_json(f) if f.is_file() else identity
-        if stored != identity:
-            raise CheckpointMismatch(
-                f"--checkpoint-dir {str(ckpt)!r} holds the scores of another cross-encoder "
-                f"({json.dumps(stored, sort_keys=True)}); delete it or give another --checkpoint-dir")
-        return
-    ckpt.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(f, identity)
-
-
 def run(args: argparse.Namespace) -> int:
     from axn_fast.encoders.dual_encoder import HFDualEncoder
     from axn_fast.encoders.models import load_cross_encoder
@@ -161,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
     de = HFDualEncoder(model_path(de_model), device=args.device, show_progress_bar=show)
     ce = load_cross_encoder(items, **ce_config, device=args.device, batch_size=args.batch_size,
                             show_progress_bar=False)
-    pin_checkpoint_ce(ckpt, ce_ident)
-    bundle = build_index_bundle(items, queries, de=de, de_model=de_model, ce=ce, ce_config=ce_config,
+    bundle = build_index_bundle(items, queries, de=de, de_model=de_model, ce=ce, ce_config=ce_config, ce_identity=ce_ident,
                                 method=args.method, strategy=args.strategy, k_d=k_d, epochs=args.epochs,
                                 lr=args.lr, reg=args.reg, normalize=not args.no_normalize, dtype=args.dtype,
                                 checkpoint_dir=ckpt, batch_size=args.batch_size, seed=args.seed,

@@ -323,7 +323,8 @@ _DEFAULTS = {"ind": (20, 0.005), "trns": (30, 0.02)}
 
 
 def build_index_bundle(items: Sequence[str], queries: Sequence[str], *, de: Any, de_model: str, ce: Any,
-                       ce_config: Dict[str, Any], method: str = "ind", strategy: str = "de-topk", k_d: int = 100,
+                       ce_config: Dict[str, Any], ce_identity: Optional[Dict[str, Any]] = None,
+                       method: str = "ind", strategy: str = "de-topk", k_d: int = 100,
                        epochs: Optional[int] = None, lr: Optional[float] = None, reg: float = 0.01,
                        normalize: bool = True, dtype: str = "float32", checkpoint_dir: Optional[PathArg] = None,
                        batch_size: int = 64, seed: int = 0, num_threads: int = 0,
@@ -334,7 +335,9 @@ def build_index_bundle(items: Sequence[str], queries: Sequence[str], *, de: Any,
     1. embed items and train queries with the dual-encoder ``de`` (``de.encode(texts) -> (n, d)``);
     2. score the pairs chosen by ``strategy``/``k_d`` with the cross-encoder ``ce`` into G
        (:func:`build_score_matrix`, resumable in ``checkpoint_dir``; the checkpoint's CE id
-       is ``ce_config`` plus a digest of the item texts);
+       is ``ce_config``, ``ce_identity`` and a digest of the item texts: ``ce_identity`` is what
+       tells apart two CEs that ``ce_config`` names alike, e.g. a trained delta retrained under the
+       same name; see :func:`~axn_fast.encoders.models.ce_identity`);
     3. with ``normalize``, estimate the CE -> DE score normalisation and apply it to G;
     4. fit the item embeddings: ``method`` "ind" (MF_IND, :class:`InductiveMF`, which also
        becomes the bundle's query encoder), "trns" (MF_TRNS, :func:`factorize` from the DE
@@ -354,7 +357,8 @@ def build_index_bundle(items: Sequence[str], queries: Sequence[str], *, de: Any,
     Q = np.asarray(de.encode(queries), dtype=np.float32)
     log(f"scoring {k_d} pairs per {'item' if strategy == 'per-item' else 'query'} with the cross-encoder"
         + (f" (checkpoint in {str(checkpoint_dir)!r})" if checkpoint_dir is not None else ""))
-    ce_id = json.dumps({**ce_config, "items_sha256": digest_texts(items)}, sort_keys=True)
+    ce_id = json.dumps({**ce_config, **({} if ce_identity is None else {"identity": ce_identity}),
+                        "items_sha256": digest_texts(items)}, sort_keys=True)
     G = build_score_matrix(ce, queries, len(items), strategy=strategy, k_d=k_d, de_query_emb=Q, de_item_emb=I,
                            seed=seed, batch_size=batch_size, checkpoint_dir=checkpoint_dir, ce_id=ce_id,
                            num_threads=num_threads, show_progress_bar=show_progress_bar)
