@@ -16,6 +16,9 @@ a usable query, every synset sharing a lemma with one (the confusers), random ot
     same pool for every scorer. (All 82K synsets per query would be 41M CE pairs: impossible on
     a CPU.)
 
+``--split dev`` scores train-ce's dev queries instead (``--n-dev`` as given to train-ce): the protocol
+then picks between trained CEs without looking at the eval queries.
+
 Scores are checkpointed under ``--work`` per scorer and protocol, so an interrupted run resumes.
 """
 from __future__ import annotations
@@ -65,6 +68,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("out/ce_eval"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/ce_heldout_wordnet.json"))
     ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--split", choices=("eval", "dev"), default="eval",
+                    help="score the held-out eval queries (default) or train-ce's dev queries (model selection)")
+    ap.add_argument("--n-dev", type=int, default=200, help="train-ce's --n-dev (fixes which queries are dev)")
     ap.add_argument("--n-items", type=int, default=20000, help="0: all noun synsets")
     ap.add_argument("--top", type=int, default=64)
     ap.add_argument("--n-pool-queries", type=int, default=100)
@@ -87,8 +93,8 @@ def main() -> None:
     t0 = time.time()
     shipped = load_wordnet_subset()
     sp = ce_training_split(exclude_queries=shipped.queries, exclude_offsets=shipped.item_offsets,
-                           n_eval=args.n_eval, n_dev=100, n_items=args.n_items or None, seed=0)
-    queries, gold = sp.eval_queries, sp.eval_gold
+                           n_eval=args.n_eval, n_dev=args.n_dev, n_items=args.n_items or None, seed=0)
+    queries, gold = (sp.eval_queries, sp.eval_gold) if args.split == "eval" else (sp.dev_queries, sp.dev_gold)
     args.work.mkdir(parents=True, exist_ok=True)
     de = HFDualEncoder(minilm_path(), device="cpu", show_progress_bar=False)
     if args.de_cache is not None and args.de_cache.is_file():
@@ -108,7 +114,7 @@ def main() -> None:
     trained = load_cross_encoder(sp.items, model=args.delta, head=args.trained_head, device="cpu",
                                  show_progress_bar=False)
     scorers = {"trained_ce": trained} if args.only_trained else {"untrained_ce": untrained, "trained_ce": trained}
-    res = {"n_eval_queries": len(queries), "n_items": len(sp.items), "de_full_accuracy_at_1": full_rank1,
+    res = {"split": args.split, "n_eval_queries": len(queries), "n_items": len(sp.items), "de_full_accuracy_at_1": full_rank1,
            "delta": str(args.delta), "untrained_ce": untrained.config, "trained_ce": trained.config}
     protocols = args.protocols.split(",")
     cands = {}
