@@ -170,9 +170,33 @@ def test_train_ce_cli_stage_flags(tiny, stage1, tmp_path):
     args = ["train-ce", "--items", str(tmp_path / "items.txt"), "--queries", str(tmp_path / "q.txt"),
             "--gold", str(tmp_path / "gold.txt"), "--base", str(tiny), "--negatives", "de", "--n-negatives", "2",
             "--de-cache", str(tmp_path / "de.npz"), "--trainable-layers", "1", "--no-progress"]
-    assert main(args + ["--hard-pool", "4", "--init", str(stage1.path), "--out", str(tmp_path / "run")]) == 0
+    assert main(args + ["--hard-pool", "4", "--init", str(stage1.path), "--dev-queries", str(tmp_path / "q.txt"),
+                        "--dev-gold", str(tmp_path / "gold.txt"), "--dev-negatives", "5",
+                        "--out", str(tmp_path / "run")]) == 0
     training_doc = json.loads((tmp_path / "run" / "best" / "manifest.json").read_text())["training"]
-    assert training_doc["hard_pool"] == 4 and training_doc["init"]["sha256"]
-    assert np.load(tmp_path / "run" / "negatives.npz")["train"].shape == (len(qs), 4)
+    assert training_doc["hard_pool"] == 4 and training_doc["init"]["sha256"] and training_doc["n_dev_negatives"] == 5
+    kept = np.load(tmp_path / "run" / "negatives.npz")
+    assert kept["train"].shape == (len(qs), 4) and kept["dev"].shape == (len(qs), 5)
     assert main(args + ["--hard-pool", "1", "--out", str(tmp_path / "x")]) == 1  # fewer than --n-negatives
     assert main(args + ["--init", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 1
+
+
+def test_dev_negatives_set_the_dev_protocol(tiny, tmp_path):
+    """n_dev_negatives widens the dev ranking independently of the training negatives: with every non-gold
+    item as a dev negative the dev accuracy is the accuracy of ranking all items."""
+    qs, gold = task(TEMPLATES[:4])
+    dq, dg = task(TEMPLATES[4:])
+    res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", negatives="random", n_negatives=2,
+                              n_dev_negatives=5, dev_queries=dq, dev_gold=dg, epochs=8, lr=5e-3, batch_size=4,
+                              trainable_layers=2, eval_every=6, show_progress_bar=False)
+    dev_neg = np.load(tmp_path / "run" / "negatives.npz")["dev"]
+    assert dev_neg.shape == (len(dq), 5)
+    for r in range(len(dq)):
+        assert sorted(dev_neg[r].tolist() + [int(dg[r])]) == list(range(len(ITEMS)))
+    ce = HFCrossEncoder.from_trained(res.path, ITEMS, base=tiny, show_progress_bar=False)
+    full = np.mean([np.argmax(ce(q, np.arange(len(ITEMS)))) == g for q, g in zip(dq, dg)])
+    assert full == pytest.approx(res.best_dev_accuracy)
+    assert json.loads((res.path / "manifest.json").read_text())["training"]["n_dev_negatives"] == 5
+    with pytest.raises(ValueError, match="n_dev_negatives \\+ n_random_negatives = 6 but only 5"):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "x", negatives="random", n_negatives=2,
+                            n_dev_negatives=6, dev_queries=dq, dev_gold=dg)

@@ -268,7 +268,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                         n_negatives: int = 15, n_random_negatives: int = 0, hard_pool: Optional[int] = None,
                         dual_encoder: Any = None, item_embeddings: Optional[np.ndarray] = None,
                         dev_queries: Any = None, dev_gold: Any = None,
-                        dev_negatives: Union[str, np.ndarray, None] = None, epochs: int = 1, lr: float = 5e-5,
+                        dev_negatives: Union[str, np.ndarray, None] = None,
+                        n_dev_negatives: Optional[int] = None, epochs: int = 1, lr: float = 5e-5,
                         warmup: float = 0.1, batch_size: int = 2, max_length: int = 64, trainable_layers: int = 2,
                         seed: int = 0, device: Any = "auto", dtype: Any = None, eval_every: int = 100,
                         checkpoint_every: int = 25, save_dtype: Optional[str] = None, weight_decay: float = 0.01,
@@ -315,7 +316,9 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     dev_queries / dev_gold: an optional dev set, scored every ``eval_every``
     steps (and before the first) as the accuracy of ranking the gold first
     among itself and ``dev_negatives`` (default: mined like ``negatives``);
-    the best one is kept.
+    the best one is kept. n_dev_negatives: how many of those per dev query
+    (default ``n_negatives``): e.g. 63 DE-mined ones make the dev accuracy
+    ANNCUR's re-rank protocol over the DE's top 64 (with the gold forced in).
 
     epochs, lr (peak AdamW learning rate; linear warm-up over ``warmup`` x the
     steps, then linear decay to 0), batch_size (queries per optimiser step),
@@ -354,6 +357,12 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
             raise ValueError(f"no negatives available: hard_pool={hard_pool} but only {len(items) - 1} "
                              "non-gold items exist")
     n_mined = n_negatives if hard_pool is None else hard_pool
+    if n_dev_negatives is not None:
+        n_dev_negatives = check_int(n_dev_negatives, "n_dev_negatives", minimum=1)
+        if n_dev_negatives + n_random_negatives > len(items) - 1:
+            raise ValueError(f"no negatives available: n_dev_negatives + n_random_negatives = "
+                             f"{n_dev_negatives + n_random_negatives} but only {len(items) - 1} non-gold items exist")
+    n_dev_neg = n_negatives if n_dev_negatives is None else n_dev_negatives
     if n_random_negatives and n_negatives + n_random_negatives > len(items) - 1:
         raise ValueError(f"no negatives available: n_negatives + n_random_negatives = "
                          f"{n_negatives + n_random_negatives} but only {len(items) - 1} non-gold items exist")
@@ -390,7 +399,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     data_key = _digest(items, queries, gold, dev_queries, None if dev_gold is None else dev_gold,
                        negatives if isinstance(negatives, str) else np.asarray(negatives), n_negatives, seed,
                        None if dev_negatives is None or isinstance(dev_negatives, str) else np.asarray(dev_negatives),
-                       *(() if hard_pool is None else (hard_pool,)))
+                       *(() if hard_pool is None else (hard_pool,)),
+                       *(() if n_dev_negatives is None else ("n_dev_negatives", n_dev_negatives)))
     neg_file = out / "negatives.npz"
     train_neg = dev_neg = None
     if neg_file.is_file():
@@ -400,10 +410,10 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
                 dev_neg = z["dev"] if has_dev else None
     if train_neg is None:
         train_neg, dev_neg = _negatives(base, items, queries, gold, dev_queries, dev_gold, negatives, dev_negatives,
-                                        n_negatives, dual_encoder, seed, item_embeddings, n_mined)
+                                        n_negatives, dual_encoder, seed, item_embeddings, n_mined, n_dev_neg)
         tmp = out / "negatives.tmp.npz"
         np.savez(tmp, key=np.array(data_key), train=train_neg,
-                 dev=dev_neg if dev_neg is not None else np.zeros((0, n_negatives), np.int64))
+                 dev=dev_neg if dev_neg is not None else np.zeros((0, n_dev_neg), np.int64))
         os.replace(tmp, neg_file)
 
     # --- model -----------------------------------------------------------------------------------------
@@ -441,6 +451,8 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
         settings["hard_pool"] = hard_pool
     if init_desc is not None:
         settings["init"] = init_desc
+    if n_dev_negatives is not None:
+        settings["n_dev_negatives"] = n_dev_negatives
     run_key = _digest(data_key, settings, base_sha)
 
     # --- resume --------------------------------------------------------------------------------------
@@ -555,8 +567,9 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
 def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray, dev_queries: Any,
                dev_gold: Any, negatives: Any, dev_negatives: Any, n_negatives: int,
                dual_encoder: Any, seed: int, item_embeddings: Optional[np.ndarray] = None,
-               n_train: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """(train, dev) negative ids: (n_queries, n_train or n_negatives) and (n_dev, n_negatives)."""
+               n_train: Optional[int] = None, n_dev: Optional[int] = None
+               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(train, dev) negative ids: (n_queries, n_train or n_negatives) and (n_dev_queries, n_dev or n_negatives)."""
     has_dev = dev_queries is not None
     dev_spec = negatives if dev_negatives is None else dev_negatives
     if isinstance(dev_spec, np.ndarray) and not isinstance(negatives, np.ndarray) and dev_negatives is None:
@@ -586,7 +599,7 @@ def _negatives(base: Any, items: List[str], queries: List[str], gold: np.ndarray
         return _check_negatives(spec, g, len(items), n, what)
 
     train = make(negatives, queries, gold, "negatives", seed, n_train or n_negatives)
-    dev = make(dev_spec, dev_queries, dev_gold, "dev_negatives", seed + 1, n_negatives) if has_dev else None
+    dev = make(dev_spec, dev_queries, dev_gold, "dev_negatives", seed + 1, n_dev or n_negatives) if has_dev else None
     return train, dev
 
 
