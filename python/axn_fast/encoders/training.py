@@ -307,7 +307,7 @@ def train_cross_encoder(base: Any, items: Sequence[str], queries: Sequence[str],
     first ``hard_pool`` columns of a given array) instead of always the same
     top ``n_negatives``: the CE then sees look-alikes from as deep in the DE's
     list as it will re-rank. Default None: the fixed top ``n_negatives``. The
-    dev set keeps its fixed top ``n_negatives``.
+    dev set keeps fixed negatives (``n_dev_negatives`` of them).
     init: a trained delta (of the same ``base``, ``head`` and ``pooling``) to
     start from instead of the base's own weights: a second stage with other
     negatives, more layers or a new learning-rate schedule. Its parameters
