@@ -114,7 +114,8 @@ def main() -> None:
     trained = load_cross_encoder(sp.items, model=args.delta, head=args.trained_head, device="cpu",
                                  show_progress_bar=False)
     scorers = {"trained_ce": trained} if args.only_trained else {"untrained_ce": untrained, "trained_ce": trained}
-    res = {"split": args.split, "n_eval_queries": len(queries), "n_items": len(sp.items), "de_full_accuracy_at_1": full_rank1,
+    res = {"split": args.split, "n_eval_queries": len(queries), "n_items": len(sp.items),
+           "de_full_accuracy_at_1": full_rank1,
            "delta": str(args.delta), "untrained_ce": untrained.config, "trained_ce": trained.config}
     protocols = args.protocols.split(",")
     cands = {}

@@ -159,3 +159,11 @@ def test_bad_input(tmp_path, capsys):
     assert code == 1 and "not written by `axn-fast index`" in err
     code, err = _run(capsys, ["search", str(tmp_path / "bare"), "hello", "--budget", "0"])
     assert code == 2 and "argument --budget" in err
+
+
+def test_build_index_bundle_refuses_a_non_dict_ce_identity():
+    from axn_fast.indexing.bundle import build_index_bundle
+
+    with pytest.raises(TypeError, match="ce_identity must be a dict"):
+        build_index_bundle(["an item"], ["a query"], de=None, de_model="minilm", ce=None,
+                           ce_config={"name": "minilm-wordnet"}, ce_identity="sha")

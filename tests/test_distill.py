@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from _hf_models import tiny_bert
+from _interrupt import Interrupted, interrupt_at
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -66,15 +67,8 @@ def test_resume_equals_uninterrupted(base, tmp_path):
     kw = dict(epochs=3, lr=1e-3, accumulate=2, device="cpu", show_progress_bar=False, checkpoint_every=2)
     full = distill_dual_encoder(base, ITEMS, QUERIES, G, tmp_path / "full", **kw)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(step, loss):
-        if step == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        distill_dual_encoder(base, ITEMS, QUERIES, G, tmp_path / "cut", on_step=stop_at_5, **kw)
+    with pytest.raises(Interrupted):
+        distill_dual_encoder(base, ITEMS, QUERIES, G, tmp_path / "cut", on_step=interrupt_at(5), **kw)
     resumed = distill_dual_encoder(base, ITEMS, QUERIES, G, tmp_path / "cut", **kw)
     from axn_fast.encoders.delta import read_delta
 

@@ -17,6 +17,7 @@ from axn_fast.encoders.training import (  # noqa: E402
 )
 
 from _hf_models import tiny_bert  # noqa: E402
+from _interrupt import Interrupted, interrupt_at  # noqa: E402
 
 # A task an untrained model cannot solve by word overlap: each query names a colour, its gold item a fruit.
 COLOURS = ["red", "green", "blue", "yellow", "black", "white"]
@@ -66,15 +67,8 @@ def test_resume_gives_the_same_parameters(tiny, tmp_path, head, n_random):
                   checkpoint_every=3, eval_every=100, seed=7, show_progress_bar=False)
     full = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "full", **kwargs)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 7:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", on_step=kill, **kwargs)
+    with pytest.raises(Interrupted):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", on_step=interrupt_at(7), **kwargs)
     state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 6  # the last checkpoint before the kill
     resumed = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", **kwargs)
@@ -343,15 +337,9 @@ def test_resume_with_another_pooling_is_refused(tiny, tmp_path, first, second):
     kwargs = dict(negatives="random", n_negatives=2, epochs=1, batch_size=3, trainable_layers=1,
                   checkpoint_every=1, show_progress_bar=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=first, on_step=kill, **kwargs)
+    with pytest.raises(Interrupted):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=first, on_step=interrupt_at(2),
+                            **kwargs)
     with pytest.raises(ValueError, match="other data or settings"):
         train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=second, **kwargs)
     res = train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", pooling=first, **kwargs)  # same: resumes

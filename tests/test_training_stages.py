@@ -14,12 +14,19 @@ from axn_fast.encoders.cross_encoder import HFCrossEncoder  # noqa: E402
 from axn_fast.encoders.training import train_cross_encoder  # noqa: E402
 
 from _hf_models import tiny_bert  # noqa: E402
+from _interrupt import Interrupted, interrupt_at  # noqa: E402
 from test_training import ITEMS, TEMPLATES, task  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return tiny_bert(tmp_path_factory.mktemp("tiny_stages"), seed=1)
+
+
+def _non_gold_shuffled(gold, seed):
+    """(n_queries, n_items - 1): every query's non-gold items, in a seeded per-query order."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation([i for i in range(len(ITEMS)) if i != g]) for g in gold])
 
 
 def _record_pairs(monkeypatch):
@@ -38,8 +45,7 @@ def _record_pairs(monkeypatch):
 def test_hard_pool_draws_fresh_negatives_from_the_pool_only(tiny, tmp_path, monkeypatch):
     qs, gold = task(TEMPLATES[:2])
     # every query's non-gold items, in a per-query order: the pool is the first 4, the 5th must never be drawn
-    rng = np.random.default_rng(0)
-    neg = np.stack([rng.permutation([i for i in range(len(ITEMS)) if i != g]) for g in gold])
+    neg = _non_gold_shuffled(gold, seed=0)
     seen = _record_pairs(monkeypatch)
     train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", negatives=neg, n_negatives=2, hard_pool=4,
                         epochs=6, lr=1e-3, batch_size=4, trainable_layers=1, show_progress_bar=False)
@@ -61,8 +67,7 @@ def test_hard_pool_draws_fresh_negatives_from_the_pool_only(tiny, tmp_path, monk
 
 def test_without_hard_pool_the_negatives_stay_the_top_ones(tiny, tmp_path, monkeypatch):
     qs, gold = task(TEMPLATES[:1])
-    rng = np.random.default_rng(0)
-    neg = np.stack([rng.permutation([i for i in range(len(ITEMS)) if i != g]) for g in gold])
+    neg = _non_gold_shuffled(gold, seed=0)
     seen = _record_pairs(monkeypatch)
     train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "run", negatives=neg, n_negatives=2, epochs=4,
                         lr=1e-3, batch_size=3, trainable_layers=1, show_progress_bar=False)
@@ -72,21 +77,13 @@ def test_without_hard_pool_the_negatives_stay_the_top_ones(tiny, tmp_path, monke
 
 def test_resume_with_hard_pool_gives_the_same_parameters(tiny, tmp_path):
     qs, gold = task(TEMPLATES[:3])
-    rng = np.random.default_rng(1)
-    neg = np.stack([rng.permutation([i for i in range(len(ITEMS)) if i != g]) for g in gold])
+    neg = _non_gold_shuffled(gold, seed=1)
     kwargs = dict(negatives=neg, n_negatives=2, hard_pool=5, epochs=2, lr=1e-3, batch_size=3, trainable_layers=1,
                   checkpoint_every=3, seed=3, show_progress_bar=False)
     train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "full", **kwargs)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, loss):
-        if step == 8:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", on_step=kill, **kwargs)
+    with pytest.raises(Interrupted):
+        train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", on_step=interrupt_at(8), **kwargs)
     train_cross_encoder(tiny, ITEMS, qs, gold, tmp_path / "cut", **kwargs)
     from safetensors.numpy import load_file
 

@@ -349,6 +349,9 @@ def build_index_bundle(items: Sequence[str], queries: Sequence[str], *, de: Any,
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     ce_config = check_ce_config(ce_config) or {}
+    if ce_identity is not None and not isinstance(ce_identity, dict):
+        raise TypeError(f"ce_identity must be a dict (see axn_fast.encoders.models.ce_identity) or None, "
+                        f"got {type(ce_identity).__name__}")
     items, queries = list(items), list(queries)
     if not items or not queries:
         raise ValueError("items and queries must each hold at least one text")
